@@ -1,0 +1,91 @@
+"""The outer loop's one small interface: a Solver proposes hyperparameters and a fidelity (ask) and
+learns from results (tell). Solvers never import Ray; a runner (Ray Tune, local, replay) drives them.
+
+Budget is counted in search epochs, the paper's unit (Fig. 9 compares solvers at 400): every ask
+charges its fidelity, and ask returns None once the next evaluation would not fit.
+A failed trial is told with reward None and treated as the worst reward (0: Eq. 19 is >= 0).
+`tell` accepts any observation, also one it never asked for; that is how a resumed study restores a
+solver's state: a fresh solver with the same seed is told every finished trial again.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..spaces import Space
+
+WORST_REWARD = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Proposal:
+    trial_id: int
+    params: dict[str, float]
+    fidelity: int                       # search epochs for this trial
+    info: dict = field(default_factory=dict, compare=False)  # solver bookkeeping (e.g. BOHB bracket)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observation:
+    params: dict[str, float]
+    fidelity: int
+    reward: float | None                # None: the trial failed
+    trial_id: int | None = None         # set when it answers a Proposal of this solver
+
+    @property
+    def value(self) -> float:
+        return WORST_REWARD if self.reward is None else self.reward
+
+
+class Solver(abc.ABC):
+    name: ClassVar[str]
+    multi_fidelity: ClassVar[bool] = False   # whether proposals use fidelities below max_fidelity
+
+    def __init__(self, space: Space, *, budget_epochs: int, seed: int = 0):
+        if budget_epochs < space.max_fidelity and not self.multi_fidelity:
+            raise ValueError(f"budget of {budget_epochs} epochs is smaller than one trial ({space.max_fidelity})")
+        self.space, self.budget_epochs, self.seed = space, budget_epochs, seed
+        self.spent_epochs = 0
+        self.history: list[Observation] = []
+        self._next_id = 0
+
+    def remaining(self) -> int:
+        return self.budget_epochs - self.spent_epochs
+
+    def ask(self) -> Proposal | None:
+        """Next trial, or None when the budget cannot pay for another one."""
+        if self.remaining() < self.space.min_fidelity:
+            return None
+        proposed = self._ask()
+        if proposed is None:
+            return None
+        params, fidelity, info = proposed
+        fidelity = min(fidelity, self.remaining())
+        if fidelity < self.space.min_fidelity or (not self.multi_fidelity and fidelity < self.space.max_fidelity):
+            return None
+        self.spent_epochs += fidelity
+        p = Proposal(trial_id=self._next_id, params=params, fidelity=fidelity, info=info)
+        self._next_id += 1
+        return p
+
+    def tell(self, obs: Observation) -> None:
+        self.history.append(obs)
+        self._tell(obs)
+
+    def charge(self, fidelity: int) -> None:
+        """Count epochs spent outside ask (a resumed study's finished trials)."""
+        self.spent_epochs += fidelity
+        self._next_id += 1
+
+    @abc.abstractmethod
+    def _ask(self) -> tuple[dict[str, float], int, dict] | None:
+        """(params, fidelity, info); the base applies the budget."""
+
+    @abc.abstractmethod
+    def _tell(self, obs: Observation) -> None:
+        ...
+
+    def best(self) -> Observation | None:
+        full = [o for o in self.history if o.fidelity >= self.space.max_fidelity] or self.history
+        return max(full, key=lambda o: o.value, default=None)

@@ -1,0 +1,99 @@
+"""What one search reports: per-epoch metrics and the final result with its deployable child.
+
+On disk a result is a folder: result.json (everything but the weights), model.pt (the architecture
+string, the space it belongs to and the child's state dict: `load_model` rebuilds it with no
+retraining) and model.onnx (the same child, exported for deployment).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochMetrics:
+    epoch: int                # epochs completed, 1-based
+    wall_s: float             # cumulative training wall time of the search
+    loss: float               # mean training loss of the epoch (CE + cost term)
+    ce: float                 # mean training cross-entropy
+    runtime_ms: float | None  # exact device runtime of the architecture derived now (None: no profile)
+    flops: float              # multiply-accumulates of the architecture derived now
+    val_acc: float            # validation accuracy of the search network at the end of the epoch
+    arch: str                 # the architecture derived now
+    extra: dict[str, Any] = field(default_factory=dict)  # method-specific (fixed layers, lambda, ...)
+
+
+@dataclass(kw_only=True)
+class SearchResult:
+    method: str
+    hyperparameters: dict[str, Any]
+    settings: dict[str, Any]
+    arch: str
+    runtime_ms: float | None
+    flops: float
+    params: int
+    val_acc: float
+    test_acc: float
+    epochs: int
+    wall_s: float
+    history: list[EpochMetrics]
+    extra: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
+    arch_obj: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("model", "arch_obj")}
+        d["history"] = [dataclasses.asdict(h) for h in self.history]
+        return d
+
+    def save(self, out: str | os.PathLike, *, onnx: bool = True) -> dict[str, Path]:
+        """Write result.json, model.pt and model.onnx into `out`, each file atomically."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"result": out / "result.json", "model": out / "model.pt"}
+        _atomic(paths["result"], lambda p: Path(p).write_text(json.dumps(self.to_json(), indent=2)))
+        if self.model is not None:
+            blob = {"arch": self.arch, "space": self.arch_obj.space, "state_dict": self.model.state_dict()}
+            _atomic(paths["model"], lambda p: torch.save(blob, p))
+            if onnx:
+                paths["onnx"] = out / "model.onnx"
+                _atomic(paths["onnx"], lambda p: export_onnx(self.model, self.arch_obj, p))
+        return paths
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_onnx(model: nn.Module, arch, path) -> None:
+    """Export the child for deployment at its own input size (batch dimension dynamic)."""
+    model = model.eval().cpu()
+    x = torch.zeros(1, *arch.input_shape)
+    torch.onnx.export(model, (x,), str(path), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+
+
+def load_model(path: str | os.PathLike) -> tuple[Any, nn.Module]:
+    """Rebuild a saved child (architecture + trained weights) from model.pt; no retraining."""
+    from .spaces import parse_arch
+
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    arch = parse_arch(blob["space"], blob["arch"])
+    model = arch.build()
+    model.load_state_dict(blob["state_dict"])
+    return arch, model.eval()
