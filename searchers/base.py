@@ -30,7 +30,8 @@ class RunSettings:
     seed: int = 0              # seeds torch's generators for init, batching and augmentation
     device: str = "cpu"        # "cpu" or "cuda" (or "cuda:N")
     batch_size: int = 128
-    width: float = 1.0         # channel multiplier of the supernet; 1.0 is the paper's space
+    width: float = 1.0         # channel multiplier; 1.0 is the paper's space. Runtimes come from the
+                               # profile's 224x224 width-1.0 table whatever the width searched at
     profile: str = "pixel1-single-path"  # device profile for runtime terms (bundled name or file)
     target_ms: float | None = None       # only for methods that need a runtime window (random search)
 
@@ -98,6 +99,11 @@ class Searcher(abc.ABC):
     @abc.abstractmethod
     def load_method_state(self, state: dict[str, Any]) -> None:
         ...
+
+    def search_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Eval-mode logits of the search network itself, for methods whose derived child claims to
+        reproduce it (None where there is no such claim)."""
+        return None
 
     def extra_result(self) -> dict[str, Any]:
         """Method-specific fields for result.json (e.g. GOLD-NAS's Pareto set)."""

@@ -53,17 +53,30 @@ class Solver(abc.ABC):
     def remaining(self) -> int:
         return self.budget_epochs - self.spent_epochs
 
+    @property
+    def smallest_fidelity(self) -> int:
+        """Fewest epochs one proposal of this solver may cost."""
+        return self.space.min_fidelity if self.multi_fidelity else self.space.max_fidelity
+
+    @property
+    def next_trial_id(self) -> int:
+        """The trial_id the Proposal built from the next `_ask` answer gets (bookkeeping may key on it)."""
+        return self._next_id
+
     def ask(self) -> Proposal | None:
         """Next trial, or None when the budget cannot pay for another one."""
-        if self.remaining() < self.space.min_fidelity:
+        # Checked before _ask, so that a solver's state never advances for a proposal that is dropped.
+        if self.remaining() < self.smallest_fidelity:
             return None
         proposed = self._ask()
         if proposed is None:
             return None
         params, fidelity, info = proposed
+        if not self.smallest_fidelity <= fidelity <= self.space.max_fidelity:
+            raise ValueError(f"{type(self).__name__} proposed {fidelity} epochs, outside "
+                             f"[{self.smallest_fidelity}, {self.space.max_fidelity}]")
+        # A multi-fidelity proposal larger than what is left is cut to fit (>= min_fidelity here).
         fidelity = min(fidelity, self.remaining())
-        if fidelity < self.space.min_fidelity or (not self.multi_fidelity and fidelity < self.space.max_fidelity):
-            return None
         self.spent_epochs += fidelity
         p = Proposal(trial_id=self._next_id, params=params, fidelity=fidelity, info=info)
         self._next_id += 1
@@ -73,10 +86,10 @@ class Solver(abc.ABC):
         self.history.append(obs)
         self._tell(obs)
 
-    def charge(self, fidelity: int) -> None:
-        """Count epochs spent outside ask (a resumed study's finished trials)."""
+    def charge(self, fidelity: int, trial_id: int | None = None) -> None:
+        """Count epochs spent outside ask (a resumed study's finished trials); new trial ids follow."""
         self.spent_epochs += fidelity
-        self._next_id += 1
+        self._next_id = max(self._next_id, self._next_id if trial_id is None else trial_id) + 1
 
     @abc.abstractmethod
     def _ask(self) -> tuple[dict[str, float], int, dict] | None:
@@ -87,5 +100,8 @@ class Solver(abc.ABC):
         ...
 
     def best(self) -> Observation | None:
-        full = [o for o in self.history if o.fidelity >= self.space.max_fidelity] or self.history
+        """Best successful observation at full fidelity (at any fidelity if none is full); failed
+        trials never count, even when every other reward is 0."""
+        ok = [o for o in self.history if o.reward is not None]
+        full = [o for o in ok if o.fidelity >= self.space.max_fidelity] or ok
         return max(full, key=lambda o: o.value, default=None)

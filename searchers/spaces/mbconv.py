@@ -174,6 +174,12 @@ def conv_bn(c_in: int, c_out: int, k: int = 1, stride: int = 1, groups: int = 1,
     return nn.Sequential(*layers)
 
 
+def zero_init_residual(project: nn.Sequential) -> None:
+    """Start a residual branch at zero (BN gamma = 0, as in Goyal et al. 2017): a 22-layer MBConv net
+    then trains from the first steps, which matters for a few-epoch search on a small task."""
+    nn.init.zeros_(project[1].weight)
+
+
 class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, squeeze: int):
         super().__init__()
@@ -196,6 +202,8 @@ class MBConv(nn.Module):
         self.se = SqueezeExcite(mid, se_channels(c_in, se)) if se else nn.Identity()
         self.project = conv_bn(mid, c_out, act=False)
         self.residual = stride == 1 and c_in == c_out
+        if self.residual:
+            zero_init_residual(self.project)
 
     def forward(self, x):
         y = self.project(self.se(self.depthwise(self.expand(x))))

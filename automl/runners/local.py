@@ -1,0 +1,28 @@
+"""In-process runner: ask, run the search, tell, one trial at a time. No Ray; same trial code."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..solvers.base import Observation, Solver
+from ..study import StudyConfig, TrialRow, run_trial
+
+
+def observation(row: TrialRow) -> Observation:
+    return Observation(params=row.params, fidelity=row.fidelity,
+                       reward=row.reward if row.status == "ok" else None, trial_id=row.trial_id)
+
+
+def run_local(config: StudyConfig, solver: Solver, *, max_trials: int, on_row: Callable[[TrialRow], None],
+              trial_fn: Callable[..., TrialRow] = run_trial) -> int:
+    """Run up to `max_trials` trials; returns how many ran. `trial_fn` lets the replay runner answer."""
+    n = 0
+    while n < max_trials:
+        proposal = solver.ask()
+        if proposal is None:
+            break
+        row = trial_fn(config, proposal, result_dir=Path(config.out) / "trials" / f"{proposal.trial_id:04d}")
+        solver.tell(observation(row))
+        on_row(row)
+        n += 1
+    return n

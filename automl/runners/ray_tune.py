@@ -1,0 +1,158 @@
+"""Ray Tune runs every trial: one adapter turns any of our solvers into a ray.tune Searcher, and one
+function trainable runs a full inner search, reporting and checkpointing every epoch.
+
+Checkpoints: each epoch the searcher's full state goes into a Tune checkpoint, so a trial restarted
+after a lost worker (FailureConfig(max_failures=...)) continues from its last epoch, bit-identically
+on CPU. The solver sees only the finished trial's Eq. 19 reward, through on_trial_complete.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from searchers.errors import UsageError
+
+from ..solvers.base import Observation, Proposal, Solver
+from ..study import StudyConfig, TrialRow, make_searcher, run_trial, trial_reward
+
+STATE_FILE = "searcher_state.pt"
+
+
+def check_address(address: str | None) -> None:
+    """Fail before Ray starts when --address names a head we cannot reach."""
+    if address in (None, "", "auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"bad --address {address!r}; expected HOST:PORT (e.g. 127.0.0.1:6379) or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach Ray cluster at {address}: {e.strerror or e}") from None
+
+
+def trainable(config: dict) -> None:
+    """One trial: a full inner NAS search for the proposal in `config`."""
+    from ray import tune
+
+    study = StudyConfig.from_json(config["study"])
+    proposal = Proposal(**config["proposal"])
+    torch.set_num_threads(max(1, int(study.cpus_per_trial)))
+    searcher = make_searcher(study, proposal)
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:  # a restarted trial continues from its last epoch
+        with ckpt.as_directory() as d:
+            searcher.load_state_dict(torch.load(Path(d) / STATE_FILE, weights_only=False))
+
+    def on_epoch(m):
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(searcher.state_dict(), Path(d) / STATE_FILE)
+            tune.report(_epoch_metrics(study, m), checkpoint=tune.Checkpoint.from_directory(d))
+
+    row = run_trial(study, proposal, result_dir=Path(study.out) / "trials" / f"{proposal.trial_id:04d}",
+                    on_epoch=on_epoch, searcher=searcher)
+    final = {k: v for k, v in row.flat().items() if v is not None}
+    final.update(done_row=True, reward=row.reward if row.status == "ok" else 0.0)
+    tune.report(final)
+
+
+def _epoch_metrics(study: StudyConfig, m) -> dict:
+    d = {"epoch": m.epoch, "loss": m.loss, "val_acc": m.val_acc, "flops": m.flops, "arch": m.arch}
+    if m.runtime_ms is not None:
+        d["runtime_ms"] = m.runtime_ms
+    try:
+        d["reward"] = trial_reward(study, m.val_acc, m.runtime_ms, m.flops)  # Eq. 19 so far
+    except UsageError:
+        pass
+    return d
+
+
+def _row_from_result(study: StudyConfig, proposal: Proposal, result: dict | None, error: bool) -> TrialRow:
+    if result is None or not result.get("done_row"):
+        return TrialRow(trial_id=proposal.trial_id, solver=study.solver, params=dict(proposal.params),
+                        fidelity=proposal.fidelity, seed=study.seed, status="failed", target=study.target,
+                        error="trial errored in Ray (worker lost or exception outside the search)")
+    fields = TrialRow.__dataclass_fields__
+    row = TrialRow(params={k: result[k] for k in proposal.params},
+                   **{k: result[k] for k in fields if k in result and k != "params"})
+    if row.status != "ok":
+        row.reward = None
+    return row
+
+
+def make_adapter(solver: Solver, study: StudyConfig, on_row: Callable[[TrialRow], None], max_trials: int):
+    from ray.tune.search import Searcher
+
+    class SolverSearcher(Searcher):
+        """ray.tune Searcher over any ask/tell Solver (ours own the loop logic; Ray owns execution)."""
+
+        def __init__(self):
+            super().__init__(metric="reward", mode="max")
+            self.live: dict[str, Proposal] = {}
+            self.asked = 0
+
+        def suggest(self, trial_id: str):
+            if self.asked >= max_trials:
+                return Searcher.FINISHED
+            p = solver.ask()
+            if p is None:
+                return Searcher.FINISHED
+            self.asked += 1
+            self.live[trial_id] = p
+            return {"study": study.to_json(), "proposal": {"trial_id": p.trial_id, "params": p.params,
+                                                           "fidelity": p.fidelity, "info": p.info}}
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+            p = self.live.pop(trial_id)
+            row = _row_from_result(study, p, result, error)
+            solver.tell(Observation(params=p.params, fidelity=p.fidelity,
+                                    reward=row.reward if row.status == "ok" else None, trial_id=p.trial_id))
+            on_row(row)
+
+    return SolverSearcher()
+
+
+def start_ray(study: StudyConfig, dashboard_host: str = "127.0.0.1") -> str | None:
+    """Join `study.address` or start a local Ray; return the dashboard URL (None when it has none)."""
+    import ray
+
+    if ray.is_initialized():
+        return None
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    kw = dict(address=study.address, include_dashboard=True, dashboard_host=dashboard_host,
+              log_to_driver=False, configure_logging=False) if study.address else \
+        dict(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=False)
+    ctx = ray.init(**kw)
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url and not url.startswith("http") else url
+
+
+def run_ray(study: StudyConfig, solver: Solver, *, max_trials: int, on_row: Callable[[TrialRow], None],
+            verbose: int = 1) -> int:
+    from ray import tune
+
+    rows: list[TrialRow] = []
+
+    def record(row):
+        rows.append(row)
+        on_row(row)
+
+    resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        tune_config=tune.TuneConfig(search_alg=make_adapter(solver, study, record, max_trials),
+                                    num_samples=-1, max_concurrent_trials=study.concurrency,
+                                    metric="reward", mode="max"),
+        run_config=tune.RunConfig(
+            name="ray", storage_path=str(Path(study.out).resolve()), verbose=verbose,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    tuner.fit()
+    return len(rows)

@@ -1,0 +1,189 @@
+"""A study: the configuration of one outer-loop run, and what one trial of it does.
+
+`StudyConfig` is everything a study needs, frozen and validated before any work (bad input fails
+here, before Ray starts) and saved as study.json beside the results. `run_trial` runs one inner NAS
+search for a proposal and turns its result into a trial row scored by Eq. 19; every runner (Ray Tune,
+local, replay) goes through it or through rows it wrote.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from searchers import RunSettings, get_searcher, list_searchers, load_task
+from searchers.errors import UsageError, check_choice
+
+from .reward import Target, reward
+from .solvers.base import Proposal
+from .spaces import Param, Space
+
+SOLVER_NAMES = ("random", "bo", "mfbo", "bohb", "tpe")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyConfig:
+    out: str = "runs/tune-lambda"
+    searcher: str = "single-path"
+    searcher_params: dict[str, Any] = field(default_factory=dict)   # fixed (not tuned) method knobs
+    solver: str = "bo"
+    target: float = 80.0                 # RT of Eq. 19
+    target_metric: str = "runtime_ms"    # or "mflops"
+    trials: int = 8                      # at most this many trials ...
+    budget_epochs: int | None = None     # ... and at most this many search epochs (default trials*fidelity)
+    fidelity: int = 8                    # search epochs of a full trial (the paper's 8)
+    min_fidelity: int = 2                # lowest fidelity multi-fidelity solvers may use (paper: 2)
+    concurrency: int = 1
+    data: str = "digits"
+    data_limit: int | None = None        # keep the first N images of each split (quick presets, tests)
+    profile: str = "pixel1-single-path"
+    seed: int = 0                        # seeds the solver; every trial searches with this seed too
+                                         # (common random numbers: trials differ only by their λ)
+    device: str = "cpu"
+    width: float = 1.0
+    batch_size: int = RunSettings.batch_size
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0          # fractional: 0.25 lets four small searches share one GPU
+    address: str | None = None           # join this Ray cluster instead of starting one
+    param_ranges: dict[str, tuple[float, float, bool]] = field(default_factory=dict)  # override tunable
+
+    def __post_init__(self):
+        check_choice("solver", self.solver, SOLVER_NAMES)
+        check_choice("searcher", self.searcher, list_searchers())
+        Target(value=self.target, metric=self.target_metric)
+        if self.trials < 1 or self.concurrency < 1:
+            raise UsageError("trials and concurrency must be >= 1")
+        if not 1 <= self.min_fidelity <= self.fidelity:
+            raise UsageError(f"need 1 <= min fidelity ({self.min_fidelity}) <= fidelity ({self.fidelity}) epochs")
+        if self.budget < self.fidelity and self.solver not in ("mfbo", "bohb"):
+            raise UsageError(f"budget of {self.budget} epochs is smaller than one trial's fidelity ({self.fidelity})")
+        if self.budget < self.min_fidelity:
+            raise UsageError(f"budget of {self.budget} epochs is smaller than the lowest fidelity ({self.min_fidelity})")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise UsageError("cpus per trial must be > 0 and gpus per trial >= 0")
+        if not self.space().params:
+            raise UsageError(f"searcher {self.searcher} has no tunable hyperparameter")
+        cls = get_searcher(self.searcher)
+        cls.make_params(**self.searcher_params)  # unknown / invalid fixed knobs fail now
+        RunSettings(epochs=self.fidelity, seed=self.seed, device=self.device, batch_size=self.batch_size,
+                    width=self.width, profile=self.profile)
+        if self.target_metric == "runtime_ms" and self.searcher in ("single-path", "random", "multi-path", "dsnas"):
+            self._check_reachable()
+
+    def _check_reachable(self):
+        from searchers.cost import load_profile
+        from searchers.cost.runtime import runtime_range
+
+        lo, hi = runtime_range(load_profile(self.profile))
+        if not lo <= self.target <= hi:
+            raise UsageError(f"target {self.target:g} ms is outside what profile {self.profile} can reach "
+                             f"({lo:.2f}-{hi:.2f} ms)")
+
+    @property
+    def budget(self) -> int:
+        return self.budget_epochs if self.budget_epochs is not None else self.trials * self.fidelity
+
+    @property
+    def target_obj(self) -> Target:
+        return Target(value=self.target, metric=self.target_metric)
+
+    def space(self) -> Space:
+        tunable = dict(get_searcher(self.searcher).tunable)
+        tunable.update({k: tuple(v) for k, v in self.param_ranges.items()})
+        params = tuple(Param(name=n, low=lo, high=hi, log=log) for n, (lo, hi, log) in tunable.items()
+                       if n not in self.searcher_params)
+        return Space(params=params, min_fidelity=self.min_fidelity, max_fidelity=self.fidelity)
+
+    def settings(self, epochs: int) -> RunSettings:
+        return RunSettings(epochs=epochs, seed=self.seed, device=self.device, batch_size=self.batch_size,
+                           width=self.width, profile=self.profile,
+                           target_ms=self.target if self.target_metric == "runtime_ms" else None)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "StudyConfig":
+        d = dict(d)
+        d["param_ranges"] = {k: tuple(v) for k, v in d.get("param_ranges", {}).items()}
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2))
+
+
+@dataclass(kw_only=True)
+class TrialRow:
+    """One row of trials.csv (the design's contract: what every trial records)."""
+
+    trial_id: int
+    solver: str
+    params: dict[str, float]
+    fidelity: int
+    seed: int
+    status: str = "running"      # running | ok | failed
+    error: str = ""
+    val_acc: float | None = None
+    test_acc: float | None = None
+    runtime_ms: float | None = None
+    flops: float | None = None
+    target: float | None = None
+    reward: float | None = None
+    arch: str = ""
+    wall_s: float = 0.0
+    result_dir: str = ""
+
+    def flat(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.update(d.pop("params"))
+        return d
+
+
+_TASKS: dict[tuple, Any] = {}
+
+
+def cached_task(data: str, limit: int | None = None):
+    """Load each data set once per process (Ray reuses worker processes across trials)."""
+    if (data, limit) not in _TASKS:
+        _TASKS[(data, limit)] = load_task(data, limit=limit)
+    return _TASKS[(data, limit)]
+
+
+def trial_reward(config: StudyConfig, val_acc: float, runtime_ms: float | None, flops: float) -> float:
+    t = config.target_obj
+    return reward(val_acc, t.measure(runtime_ms, flops), t.value)
+
+
+def make_searcher(config: StudyConfig, proposal: Proposal):
+    cls = get_searcher(config.searcher)
+    params = cls.make_params(**config.searcher_params, **proposal.params)
+    return cls(params, cached_task(config.data, config.data_limit), config.settings(proposal.fidelity))
+
+
+def run_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | None = None,
+              on_epoch: Callable | None = None, searcher=None) -> TrialRow:
+    """Run one inner search for `proposal`; failures (exceptions, NaN) become a failed row."""
+    row = TrialRow(trial_id=proposal.trial_id, solver=config.solver, params=dict(proposal.params),
+                   fidelity=proposal.fidelity, seed=config.seed, target=config.target)
+    t0 = time.perf_counter()
+    try:
+        searcher = searcher or make_searcher(config, proposal)
+        result = searcher.run(on_epoch)
+        row.val_acc, row.test_acc = result.val_acc, result.test_acc
+        row.runtime_ms, row.flops, row.arch = result.runtime_ms, result.flops, result.arch
+        # Eq. 19 on validation accuracy: the test split stays untouched by the tuning
+        row.reward = trial_reward(config, result.val_acc, result.runtime_ms, result.flops)
+        row.status = "ok"
+        if result_dir is not None:
+            result.save(result_dir)
+            row.result_dir = str(result_dir)
+    except Exception as e:  # a trial that raises or diverges is recorded, told as worst, and the study goes on
+        row.status, row.error = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        if not isinstance(e, (UsageError,)) and "diverged" not in str(e):
+            row.error += " | " + traceback.format_exc(limit=2).splitlines()[-1][:200]
+    row.wall_s = round(time.perf_counter() - t0, 3)
+    return row

@@ -1,0 +1,87 @@
+"""Contract every registered searcher passes (run by tests/searchers/test_contract.py), on CPU at tiny
+width: same seed => same result; per-epoch metrics present; checkpoint/restore equals an uninterrupted
+run; the exported child reproduces the search network's eval-mode logits where the method claims it;
+the saved model.pt reloads to the same logits."""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from searchers import RunSettings, get_searcher, load_model
+from searchers.data import Task
+
+# Tiny, fast settings per searcher (method knobs that keep a CPU test in seconds).
+TINY_PARAMS = {
+    "single-path": {"lam": 0.5},
+    "random": {"n_samples": 2},
+    "multi-path": {},
+    "dsnas": {},
+    "gold": {},
+    "entran": {},
+}
+# Methods whose derived child is claimed to equal the search network (no retraining).
+EXACT_CHILD = {"single-path", "dsnas", "entran", "gold", "random"}
+
+
+def tiny_task(task: Task, n: int = 96) -> Task:
+    cut = lambda s, k: (s[0][:k], s[1][:k])
+    t = copy.copy(task)
+    t.train, t.val, t.test = cut(task.train, n), cut(task.val, n // 2), cut(task.test, n // 2)
+    return t
+
+
+def settings(epochs: int = 2, seed: int = 0) -> RunSettings:
+    return RunSettings(epochs=epochs, seed=seed, batch_size=32, width=0.25, target_ms=80.0)
+
+
+def make(name: str, task: Task, epochs: int = 2, seed: int = 0):
+    cls = get_searcher(name)
+    return cls(cls.make_params(**TINY_PARAMS.get(name, {})), task, settings(epochs, seed))
+
+
+def same_seed_same_result(name: str, task: Task) -> None:
+    a, b = make(name, task).run(), make(name, task).run()
+    assert a.arch == b.arch and a.val_acc == b.val_acc and a.flops == b.flops
+    assert [h.loss for h in a.history] == [h.loss for h in b.history]
+
+
+def metrics_every_epoch(name: str, task: Task) -> None:
+    seen = []
+    r = make(name, task).run(seen.append)
+    assert [m.epoch for m in seen] == [1, 2] == [h.epoch for h in r.history]
+    for m in seen:
+        assert math.isfinite(m.loss) and math.isfinite(m.ce) and 0 <= m.val_acc <= 1 and m.flops > 0 and m.arch
+
+
+def checkpoint_restore(name: str, task: Task) -> None:
+    full = make(name, task, epochs=3).run()
+    s = make(name, task, epochs=3)
+    s.step()
+    state = copy.deepcopy(s.state_dict())
+    torch.manual_seed(12345)  # disturb the global RNG: the state must carry it
+    resumed = make(name, task, epochs=3)
+    resumed.load_state_dict(state)
+    r = resumed.run()
+    assert r.arch == full.arch and r.val_acc == full.val_acc
+    assert [h.loss for h in r.history] == [h.loss for h in full.history]
+
+
+def child_reproduces_logits(name: str, task: Task, tmp_path) -> None:
+    s = make(name, task)
+    r = s.run()
+    x = next(task.batches("test", 16))[0]
+    child = r.model.eval()
+    with torch.no_grad():
+        got = child(x)
+        if name in EXACT_CHILD and hasattr(s, "search_logits"):
+            torch.testing.assert_close(got, s.search_logits(x), atol=1e-4, rtol=1e-4)
+    r.save(tmp_path, onnx=False)
+    arch, reloaded = load_model(tmp_path / "model.pt")
+    assert str(arch) == r.arch
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), got, atol=1e-5, rtol=1e-5)
+
+
+CONTRACT = [same_seed_same_result, metrics_every_epoch, checkpoint_restore]

@@ -1,0 +1,110 @@
+"""Run a study end to end: validate, start (or resume) the solver, run trials on a runner, and write
+trials.csv, study.json, best/ (result.json, model.pt, model.onnx of the best trial) and report.html."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from searchers.errors import UsageError
+
+from .results import TrialsTable
+from .runners.local import observation
+from .study import StudyConfig, TrialRow
+
+# Fields a resumed study may change: how it runs, not what it computes.
+RESUMABLE_CHANGES = {"trials", "budget_epochs", "concurrency", "address", "cpus_per_trial", "gpus_per_trial"}
+
+
+@dataclass
+class StudyOutcome:
+    config: StudyConfig
+    table: TrialsTable
+    best: TrialRow | None
+    paths: dict[str, Path]
+    dashboard: str | None = None
+
+
+def prepare_out(config: StudyConfig, resume: bool) -> Path:
+    """Refuse an --out holding a different study (or any study, without --resume); bad input only."""
+    out = Path(config.out)
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    import os
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UsageError(f"--out {out} is not writable")
+    stored_path = out / "study.json"
+    if stored_path.exists():
+        if not resume:
+            raise UsageError(f"--out {out} already holds a study; pass --resume to continue it or choose another --out")
+        import json
+        stored = StudyConfig.from_json(json.loads(stored_path.read_text()))
+        diff = [f.name for f in dataclasses.fields(StudyConfig)
+                if f.name not in RESUMABLE_CHANGES and getattr(stored, f.name) != getattr(config, f.name)]
+        if diff:
+            raise UsageError(f"--out {out} holds a different study (differs in: {', '.join(diff)}); "
+                             "use the same flags with --resume, or another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out} is not empty and holds no study; choose another --out")
+    return out
+
+
+def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
+              on_row: Callable[[TrialRow], None] | None = None, trial_fn=None, verbose: int = 1) -> StudyOutcome:
+    from .solvers import make_solver
+
+    out = prepare_out(config, resume)
+    if runner == "ray":
+        from .runners.ray_tune import check_address
+        check_address(config.address)
+    space = config.space()
+    solver = make_solver(config.solver, space, budget_epochs=config.budget, seed=config.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "study.json")
+    table = TrialsTable(out / "trials.csv", space.names)
+    for row in table.rows:  # resume: the solver learns every finished trial again; none is re-run
+        solver.charge(row.fidelity, row.trial_id)
+        solver.tell(observation(row))
+
+    def record(row: TrialRow):
+        table.append(row)
+        if on_row:
+            on_row(row)
+
+    remaining = config.trials - len(table.rows)
+    dashboard = None
+    if remaining > 0:
+        if runner == "ray":
+            from .runners.ray_tune import run_ray, start_ray
+            dashboard = start_ray(config)
+            if dashboard:
+                print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)
+            run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose)
+        elif runner == "local":
+            from .runners.local import run_local
+            kw = {"trial_fn": trial_fn} if trial_fn else {}
+            run_local(config, solver, max_trials=remaining, on_row=record, **kw)
+        else:
+            raise UsageError(f"unknown runner {runner!r}; valid choices: ray, local")
+    return finalize(config, table, dashboard)
+
+
+def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = None) -> StudyOutcome:
+    from .report import write_report
+
+    out = Path(config.out)
+    paths = {"trials": out / "trials.csv", "study": out / "study.json"}
+    best = table.best(config.fidelity)
+    if best is not None and best.result_dir and Path(best.result_dir).is_dir():
+        dst = out / "best"
+        tmp = out / ".best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(best.result_dir, tmp)
+        shutil.rmtree(dst, ignore_errors=True)
+        tmp.rename(dst)
+        paths["best"] = dst
+    paths["report"] = write_report(out / "report.html", table, config)
+    return StudyOutcome(config, table, best, paths, dashboard)

@@ -1,0 +1,172 @@
+"""Command line of the inner loop.
+
+    python -m searchers run single-path --lam 0.02 --epochs 8 --data digits --out runs/sp
+    python -m searchers run random --target-ms 80 --epochs 4 --out runs/rs
+    python -m searchers info --profile pixel1-single-path
+    python -m searchers profile --device cpu --threads 1 --image-size 224 --out my-cpu.json
+
+Bad input prints one line `error: ...` and exits with code 2, before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import typing
+from pathlib import Path
+
+import torch
+
+from . import RunSettings, get_searcher, list_searchers, load_task
+from .errors import DivergedError, UsageError
+
+CHECKPOINT = ".checkpoint.pt"
+
+
+def _add_params_flags(parser: argparse.ArgumentParser, params_cls) -> None:
+    """One --flag per field of the searcher's Params dataclass (e.g. --lam, --variant, --mu)."""
+    hints = typing.get_type_hints(params_cls)
+    for f in dataclasses.fields(params_cls):
+        kind = hints[f.name]
+        conv = kind if kind in (int, float, str) else float
+        if kind is bool:
+            conv = lambda s: s.lower() in ("1", "true", "yes")
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=conv, default=f.default,
+                            help=f"(default {f.default})")
+
+
+def _settings_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--data", default="digits", help="digits | cifar10:DIR | ImageFolder DIR")
+    p.add_argument("--profile", default="pixel1-single-path")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=RunSettings.batch_size)
+    p.add_argument("--width", type=float, default=None,
+                   help="channel multiplier (default 0.5 on digits, where it fits a laptop CPU; else 1.0)")
+    p.add_argument("--target-ms", type=float, default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true", help="continue from DIR/.checkpoint.pt")
+    p.add_argument("--no-onnx", action="store_true")
+
+
+def check_writable(out: Path) -> None:
+    """Refuse an --out we cannot write, before any work (and leave nothing behind)."""
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UsageError(f"--out {out} is not writable")
+
+
+def cmd_run(name: str, argv: list[str]) -> int:
+    from tqdm import tqdm
+
+    cls = get_searcher(name)
+    p = argparse.ArgumentParser(prog=f"python -m searchers run {name}")
+    _settings_flags(p)
+    _add_params_flags(p, cls.Params)
+    args = p.parse_args(argv)
+    fields = [f.name for f in dataclasses.fields(cls.Params)]
+    params = cls.make_params(**{k: getattr(args, k) for k in fields})
+    settings = RunSettings(epochs=args.epochs, seed=args.seed, device=args.device, batch_size=args.batch_size,
+                           width=args.width if args.width is not None else (0.5 if args.data == "digits" else 1.0),
+                           profile=args.profile, target_ms=args.target_ms)
+    out = Path(args.out)
+    check_writable(out)
+    task = load_task(args.data)
+    searcher = cls(params, task, settings)
+    ckpt = out / CHECKPOINT
+    if args.resume and ckpt.exists():
+        searcher.load_state_dict(torch.load(ckpt, weights_only=False))
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=settings.epochs, initial=searcher.epoch, desc=name, unit="epoch", file=sys.stderr)
+
+    def on_epoch(m):
+        torch.save(searcher.state_dict(), str(ckpt) + ".tmp")
+        os.replace(str(ckpt) + ".tmp", ckpt)
+        rt = f"{m.runtime_ms:.1f}ms" if m.runtime_ms is not None else "-"
+        bar.set_postfix_str(f"loss {m.loss:.3f} val {m.val_acc:.3f} R {rt} {m.flops / 1e6:.1f}MMAC")
+        bar.update(1)
+
+    try:
+        result = searcher.run(on_epoch)
+    except BaseException:
+        bar.close()
+        if created and not args.resume:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    bar.close()
+    paths = result.save(out, onnx=not args.no_onnx)
+    ckpt.unlink(missing_ok=True)
+    summary = {k: v for k, v in result.to_json().items() if k != "history"}
+    summary["files"] = {k: str(v) for k, v in paths.items()}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_info(argv: list[str]) -> int:
+    from .cost import load_profile
+    from .cost.runtime import runtime_range
+
+    p = argparse.ArgumentParser(prog="python -m searchers info")
+    p.add_argument("--profile", default="pixel1-single-path")
+    args = p.parse_args(argv)
+    prof = load_profile(args.profile)
+    lo, hi = runtime_range(prof)
+    print(json.dumps({"profile": prof.name, "device": prof.device, "input_size": prof.input_size,
+                      "runtime_ms_min": round(lo, 2), "runtime_ms_max": round(hi, 2),
+                      "constant_ms": prof.constant_ms, "searchers": list_searchers()}, indent=2))
+    return 0
+
+
+def cmd_profile(argv: list[str]) -> int:
+    from .cost.measure import profile_device
+
+    p = argparse.ArgumentParser(prog="python -m searchers profile")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--width", type=float, default=None,
+                   help="channel multiplier (default 0.5 on digits, where it fits a laptop CPU; else 1.0)")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--validate", type=int, default=10, help="random networks to validate the profile on")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    check_writable(Path(args.out).parent if Path(args.out).suffix else Path(args.out))
+    profile_device(device=args.device, threads=args.threads, image_size=args.image_size, width=args.width,
+                   repeats=args.repeats, validate_n=args.validate, out=args.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: python -m searchers {run NAME | info | profile} [flags]"
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(usage + f"\nsearchers: {', '.join(list_searchers())}")
+            return 0
+        cmd, rest = argv[0], argv[1:]
+        if cmd == "run":
+            if not rest or rest[0].startswith("-"):
+                raise UsageError(f"run needs a searcher name; valid choices: {', '.join(list_searchers())}")
+            return cmd_run(rest[0], rest[1:])
+        if cmd == "info":
+            return cmd_info(rest)
+        if cmd == "profile":
+            return cmd_profile(rest)
+        raise UsageError(f"unknown command {cmd!r}; valid choices: run, info, profile")
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except DivergedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

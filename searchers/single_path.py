@@ -1,0 +1,220 @@
+"""Single-Path NAS (paper Sec. III, Eq. 1-17; variants of Sec. VII-A).
+
+One supernet whose searchable layers are superkernels (spaces/superkernel.py); the architecture is
+encoded in the weights plus one threshold per decision, so a search step costs about one step of the
+largest compact network. The loss is Eq. 10:
+
+    L = CE + lam * log R(ms)
+
+with R the differentiable runtime of Eq. 11-17 on a device profile. `lam` is exactly the
+coefficient of Eq. 10 (no hidden rescaling; the public code multiplies its flag by 1e3 elsewhere).
+Variants: "sigmoid" (default, one-level), "ste" (one-level), "softmax" (Eq. 18, bilevel: the logits
+tau step on validation batches, interleaved with the weights' step on training batches).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Searcher
+from .cost import exact_cost, load_profile
+from .cost.runtime import Indicators, differentiable_runtime
+from .errors import UsageError, check_choice
+from .spaces.mbconv import Block, ChildNet, Head, MBConv, MBConvArch, conv_bn, layer_specs, stem_stride
+from .spaces.superkernel import VARIANTS, SuperMBConv
+from .training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch
+
+
+@dataclass(frozen=True, kw_only=True)
+class SinglePathParams:
+    lam: float = 0.02                # Eq. 10 trade-off; 0.02 is the paper's ImageNet value
+    variant: str = "sigmoid"         # sigmoid | ste | softmax  (Sec. VII-A formulations 2-4)
+    lr: float = 3e-3                 # Adam, cosine-decayed over the search
+    threshold_lr: float = 0.05       # Adam on the thresholds / softmax logits: fast enough that a
+                                     # decision can flip within a few-epoch search (norms are O(1-10))
+    warmup_epochs: int = 1           # lam off and decisions dropped at random (public code: warm-up)
+    finetune_epochs: int = 1         # last epochs with the architecture frozen and lam off, so the
+                                     # delivered child's weights are trained on its own architecture
+                                     # (the deliverable is used without retraining; not in the paper)
+    decision_dropout: float = 0.1    # probability of dropping each decision during warm-up
+    weight_decay: float = 0.0        # no decay: it would shrink the very norms the decisions compare
+
+    def __post_init__(self):
+        check_choice("variant", self.variant, VARIANTS)
+        if not self.lam >= 0:
+            raise UsageError(f"lam must be >= 0, got {self.lam}")
+        for name in ("lr", "threshold_lr"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.warmup_epochs < 0 or self.finetune_epochs < 0 or not 0 <= self.decision_dropout < 1:
+            raise UsageError("warmup_epochs and finetune_epochs must be >= 0 and decision_dropout in [0, 1)")
+
+
+class SuperNet(nn.Module):
+    """Stem, fixed layer 0, 20 superkernel layers, fixed layer 21, head (names match ChildNet)."""
+
+    def __init__(self, width: float, image_size: int, num_classes: int, variant: str, dropout: float = 0.2):
+        super().__init__()
+        self.width, self.image_size, self.num_classes, self.dropout = width, image_size, num_classes, dropout
+        specs = layer_specs(width, image_size)
+        self.stem = conv_bn(3, specs[0].in_channels, 3, stem_stride(image_size))
+        layers = {"0": MBConv(specs[0].in_channels, specs[0].out_channels, 3, 1, 1)}
+        for spec in specs[1:-1]:
+            layers[str(spec.index)] = SuperMBConv(spec, variant)
+        layers["21"] = MBConv(specs[-1].in_channels, specs[-1].out_channels, 3, 6, 1)
+        self.layers = nn.ModuleDict(layers)
+        self.head = Head(specs[-1].out_channels, width, num_classes, dropout)
+
+    def searchable(self) -> list[SuperMBConv]:
+        return [m for m in self.layers.values() if isinstance(m, SuperMBConv)]
+
+    def decisions(self, hard: bool = False) -> list[dict[str, torch.Tensor]]:
+        return [m.decisions(hard=hard) for m in self.searchable()]
+
+    def forward(self, x, decisions=None):
+        if decisions is None:
+            decisions = self.decisions(hard=not self.training)
+        ds = iter(decisions)
+        x = self.stem(x)
+        for layer in self.layers.values():
+            x = layer(x, next(ds)) if isinstance(layer, SuperMBConv) else layer(x)
+        return self.head(x)
+
+    def arch(self) -> MBConvArch:
+        return MBConvArch(tuple(m.block() for m in self.searchable()), width=self.width,
+                          image_size=self.image_size, num_classes=self.num_classes, dropout=self.dropout)
+
+    @torch.no_grad()
+    def extract(self) -> tuple[MBConvArch, ChildNet]:
+        """The derived compact network with the supernet's trained weights: no retraining."""
+        arch = self.arch()
+        child = ChildNet(arch).to(next(self.parameters()).device)
+        child.stem.load_state_dict(self.stem.state_dict())
+        child.head.load_state_dict(self.head.state_dict())
+        for name in ("0", "21"):
+            child.layers[name].load_state_dict(self.layers[name].state_dict())
+        for m, b in zip(self.searchable(), arch.blocks):
+            if not b.skip:
+                child.layers[str(m.spec.index)] = m.extract(b)
+        return arch, child.to(next(self.parameters()).device)
+
+
+def split_parameters(net: SuperNet) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(weights, architecture parameters: thresholds t or softmax logits tau)."""
+    arch_names = ("t_", "tau_")
+    arch, weights = [], []
+    for name, p in net.named_parameters():
+        (arch if name.rsplit(".", 1)[-1].startswith(arch_names) else weights).append(p)
+    return weights, arch
+
+
+class SinglePathNAS(Searcher):
+    name = "single-path"
+    Params = SinglePathParams
+    # lam log-uniform on [1e-3, 1]: on pixel1-single-path (30.6-131.5 ms), lam ~1e-3 keeps the
+    # largest network and lam ~1 collapses toward the smallest within 8 epochs on digits, so an 80 ms
+    # target lies inside (measured: see README, tune_lambda).
+    tunable = {"lam": (1e-3, 1.0, True)}
+
+    def __init__(self, params, task, settings):
+        super().__init__(params, task, settings)
+        self.profile = load_profile(settings.profile)
+        self.net = SuperNet(settings.width, task.image_size, task.num_classes, params.variant).to(self.device)
+        # channels_last: ~2x faster depthwise convolutions on CPU (oneDNN) and the fast path on CUDA
+        self.net = self.net.to(memory_format=torch.channels_last)
+        weights, arch = split_parameters(self.net)
+        self.opt = torch.optim.Adam(weights, lr=params.lr, weight_decay=params.weight_decay)
+        # thresholds (or logits) get their own optimiser: for softmax they step on validation data
+        self.arch_opt = torch.optim.Adam(arch, lr=params.threshold_lr, betas=(0.5, 0.999))
+        task.to(self.device)
+
+    def runtime(self, decisions) -> torch.Tensor:
+        """Eq. 11-17: differentiable runtime (ms) of the current decisions on the profile."""
+        return differentiable_runtime(self.profile, [
+            Indicators(d_e3=d["e3"], d_e6=d["e6"], d_k5=d["k5"], d_se25=d["se25"]) for d in decisions])
+
+    def phase(self, epoch: int) -> str:
+        """warmup | search | finetune for a 0-based epoch. Short runs keep at least one search epoch:
+        warm-up shrinks first, fine-tuning happens only when a search epoch remains besides it."""
+        epochs, p = self.settings.epochs, self.params
+        n_warm = min(p.warmup_epochs, max(0, epochs - 1))
+        n_fine = p.finetune_epochs if epochs - n_warm - p.finetune_epochs >= 1 else 0
+        return "warmup" if epoch < n_warm else "finetune" if epoch >= epochs - n_fine else "search"
+
+    def train_epoch(self):
+        p, net, task = self.params, self.net, self.task
+        phase = self.phase(self.epoch)
+        warm = phase == "warmup"
+        for m in net.searchable():
+            m.drop_p = p.decision_dropout if warm else 0.0
+            if phase == "finetune" and m.frozen is None:
+                m.frozen = m.block()
+        lam = p.lam if phase == "search" else 0.0
+        bilevel = p.variant == "softmax" and phase == "search"
+        arch_step = phase == "search" and not bilevel
+        net.train()
+        n_steps = steps_per_epoch(len(task.train[1]), self.settings.batch_size)
+        val_iter = self._val_batches() if bilevel else None
+        loss_m, ce_m = Mean(), Mean()
+        for step, (x, y) in enumerate(task.batches("train", self.settings.batch_size, self.generator,
+                                                   augment=True, drop_last=True)):
+            set_lr(self.opt, cosine_lr(p.lr, self.epoch, step, n_steps, self.settings.epochs))
+            x = x.contiguous(memory_format=torch.channels_last)
+            if bilevel and val_iter is not None:
+                # Eq. 18 bilevel: first the logits on a validation batch, then the weights
+                xv, yv = next(val_iter)
+                self.arch_opt.zero_grad(set_to_none=True)
+                self._loss(xv, yv, lam)[0].backward()
+                self.arch_opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.arch_opt.zero_grad(set_to_none=True)
+            loss, ce = self._loss(x, y, lam)
+            loss.backward()
+            self.opt.step()
+            if arch_step:
+                self.arch_opt.step()  # one-level: thresholds move with the weights (Eq. 9)
+            loss_m.add(loss)
+            ce_m.add(ce)
+        arch = net.arch()
+        cost = exact_cost(arch, task, self.settings)
+        with torch.no_grad():
+            pred = float(self.runtime(net.decisions(hard=True)))
+        return dict(loss=loss_m.get(), ce=ce_m.get(), runtime_ms=cost.runtime_ms, flops=cost.flops,
+                    val_acc=task.accuracy(net, "val"), arch=str(arch),
+                    extra={"predicted_runtime_ms": round(pred, 3), "lam": lam, "phase": phase})
+
+    def _loss(self, x, y, lam):
+        with autocast(self.device):
+            d = self.net.decisions()
+            ce = F.cross_entropy(self.net(x, d), y)
+        loss = ce + lam * torch.log(self.runtime(d)) if lam > 0 else ce  # Eq. 10
+        return loss, ce
+
+    def _val_batches(self):
+        while True:
+            yield from self.task.batches("val", self.settings.batch_size, self.generator, augment=False)
+
+    @torch.no_grad()
+    def search_logits(self, x):
+        self.net.eval()
+        return self.net(x.contiguous(memory_format=torch.channels_last))
+
+    def derive(self):
+        self.net.eval()
+        return self.net.extract()
+
+    def method_state(self):
+        return {"net": copy.deepcopy(self.net.state_dict()), "opt": copy.deepcopy(self.opt.state_dict()),
+                "arch_opt": copy.deepcopy(self.arch_opt.state_dict()),
+                "frozen": [None if m.frozen is None else str(m.frozen) for m in self.net.searchable()]}
+
+    def load_method_state(self, state):
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.arch_opt.load_state_dict(state["arch_opt"])
+        for m, f in zip(self.net.searchable(), state["frozen"]):
+            m.frozen = None if f is None else Block.parse(f)

@@ -1,0 +1,175 @@
+"""Single-Path superkernels (paper Sec. III-B, Eq. 1-5; softmax variant Eq. 18).
+
+One searchable layer holds ONE depthwise 5x5 kernel at the largest expansion (6) and ONE squeeze
+kernel at SE ratio 0.5. Every candidate MBConv-k-e-se is a subset of these weights:
+  * kernel: the inner 3x3 core vs the outer ring w_{5x5\\3x3}                       (Eq. 1-2)
+  * expansion / skip: first half of the depthwise channels (e=3; dropping it too means skip)
+    vs the second half w_{k,6\\3} (e=6)                                              (Eq. 3)
+  * SE ratio: first half of the squeeze channels (0.25; dropping it too means no SE) vs the
+    second half (0.5)                                                                (Eq. 4)
+For the sigmoid / STE formulations each decision is an indicator 1(||w_subset||_2 > t) of the subset's
+group-Lasso norm against a trainable threshold t, initialised at 0 as the public code does, so the
+search starts from the largest network. The indicator is exact (0/1) in the forward pass; its
+gradient is that of sigmoid(||w|| - t) ("sigmoid", the paper's default, which is also what the public
+code's Indicator does) or the identity ("ste", straight-through).
+For "softmax" (Eq. 18) each decision is a softmax over learnable logits tau and the subsets are mixed
+by their probabilities; eval mode (and decoding) takes the argmax.
+
+Besides masking the weights as Eq. 2-4 write, the decisions also gate the layer's features: a zeroed
+depthwise channel still leaves its BatchNorm bias, an SE path with an all-zero squeeze still scales by
+sigmoid(bias), and a skipped layer's projection still adds its BN bias. Gating the features makes a
+hard decision exactly the compact MBConv it names, so the extracted child reproduces the supernet.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .mbconv import Block, LayerSpec, MBConv, conv_bn, se_channels, zero_init_residual
+
+VARIANTS = ("sigmoid", "ste", "softmax")
+
+
+def indicator(x: torch.Tensor, variant: str) -> torch.Tensor:
+    """1(x > 0) forward; gradient of sigmoid(x) (Eq. 2 relaxation) or identity (STE)."""
+    hard = (x > 0).to(x.dtype)
+    soft = torch.sigmoid(x) if variant == "sigmoid" else x
+    return hard + soft - soft.detach()
+
+
+def frozen_decisions(b: Block, one: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Constant 0/1 decisions naming block `b` (no gradient to thresholds or logits)."""
+    f = lambda cond: one if cond else torch.zeros_like(one)
+    return {"k5": f(b.kernel == 5 and not b.skip), "e3": f(not b.skip), "e6": f(b.expansion == 6 and not b.skip),
+            "se25": f(b.se > 0 and not b.skip), "se50": f(b.se == 0.5 and not b.skip)}
+
+
+class SuperMBConv(nn.Module):
+    def __init__(self, spec: LayerSpec, variant: str):
+        super().__init__()
+        self.spec, self.variant = spec, variant
+        c_in, self.mid = spec.in_channels, spec.in_channels * 6
+        self.half = spec.in_channels * 3
+        self.expand = conv_bn(c_in, self.mid)
+        self.dw = nn.Conv2d(self.mid, self.mid, 5, spec.stride, 2, groups=self.mid, bias=False)
+        self.dw_bn = nn.BatchNorm2d(self.mid)
+        self.se_max, self.se_q = se_channels(c_in, 0.5), se_channels(c_in, 0.25)
+        self.se_reduce = nn.Conv2d(self.mid, self.se_max, 1)
+        self.se_expand = nn.Conv2d(self.se_max, self.mid, 1)
+        self.project = conv_bn(self.mid, spec.out_channels, act=False)
+        self.residual = spec.stride == 1 and spec.in_channels == spec.out_channels
+        if self.residual:
+            zero_init_residual(self.project)
+        ring = torch.ones(5, 5)
+        ring[1:4, 1:4] = 0
+        self.register_buffer("ring", ring, persistent=False)
+        if variant == "softmax":
+            # Eq. 18: logits over {3x3, 5x5}; {skip, e3, e6} ({e3, e6} when unskippable); {0, 0.25, 0.5}
+            self.tau_k = nn.Parameter(torch.zeros(2))
+            self.tau_e = nn.Parameter(torch.zeros(3 if spec.skippable else 2))
+            self.tau_se = nn.Parameter(torch.zeros(3))
+        else:
+            names = ["t_k5", "t_e6", "t_se25", "t_se50"] + (["t_e3"] if spec.skippable else [])
+            for n in names:
+                setattr(self, n, nn.Parameter(torch.zeros(())))  # zeros: start from the largest net
+        self.drop_p = 0.0  # decision dropout during warm-up (set by the searcher)
+        self.frozen: Block | None = None  # set for the final fine-tuning epochs: decisions held fixed
+
+    # -- decisions -------------------------------------------------------------------------
+    def decisions(self, hard: bool = False) -> dict[str, torch.Tensor]:
+        """d_k5, d_e3, d_e6, d_se25, d_se50 in [0, 1]: the indicators of Eq. 2-4 (or, for softmax,
+        the probabilities arranged the same way: d_e3 = P(e3)+P(e6), d_e6 = P(e6)/d_e3, ...), so the
+        runtime model of Eq. 12-17 applies to every variant alike."""
+        one = torch.ones((), device=self.dw.weight.device)
+        if self.frozen is not None:
+            return frozen_decisions(self.frozen, one)
+        if self.variant == "softmax":
+            pk = self._probs(self.tau_k, hard)
+            pe = self._probs(self.tau_e, hard)
+            ps = self._probs(self.tau_se, hard)
+            d_e3 = pe[-2] + pe[-1] if self.spec.skippable else one
+            d_se25 = ps[1] + ps[2]
+            return {"k5": pk[1], "e3": d_e3, "e6": pe[-1] / d_e3.clamp_min(1e-12),
+                    "se25": d_se25, "se50": ps[2] / d_se25.clamp_min(1e-12)}
+        w = self.dw.weight
+        d = {"k5": indicator((w * self.ring).norm() - self.t_k5, self.variant)}
+        wk = w * (1 - self.ring) + w * self.ring * d["k5"]                     # Eq. 2
+        d["e6"] = indicator(wk[self.half:].norm() - self.t_e6, self.variant)   # Eq. 3, inner
+        d["e3"] = indicator(wk[: self.half].norm() - self.t_e3, self.variant) if self.spec.skippable else one
+        s = self.se_reduce.weight
+        d["se25"] = indicator(s[: self.se_q].norm() - self.t_se25, self.variant)  # Eq. 4
+        d["se50"] = indicator(s[self.se_q:].norm() - self.t_se50, self.variant)
+        if self.training and self.drop_p > 0 and not hard:
+            # Warm-up: drop decisions at random so the smaller subsets also train on their own.
+            for key in d:
+                if key == "e3" and not self.spec.skippable:
+                    continue
+                d[key] = d[key] * (torch.rand(()) >= self.drop_p).to(w.dtype)
+        return d
+
+    @staticmethod
+    def _probs(tau: torch.Tensor, hard: bool) -> torch.Tensor:
+        if hard:
+            return F.one_hot(tau.argmax(), len(tau)).to(tau.dtype)
+        return tau.softmax(0)
+
+    def block(self) -> Block:
+        """The compact MBConv the current (hard) decisions name."""
+        if self.frozen is not None:
+            return self.frozen
+        with torch.no_grad():
+            d = {k: float(v) > 0.5 for k, v in self.decisions(hard=True).items()}
+        if not d["e3"]:
+            return Block(skip=True)
+        return Block(5 if d["k5"] else 3, 6 if d["e6"] else 3, (0.5 if d["se50"] else 0.25) if d["se25"] else 0.0)
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
+        m1, m2 = d["e3"], d["e3"] * d["e6"]                 # channel halves: e3 part, e6 part
+        s1, s2 = d["se25"], d["se25"] * d["se50"]           # squeeze halves: 0.25 part, 0.5 part
+        half, mid = self.half, self.mid
+        chan = torch.cat([m1.expand(half), m2.expand(mid - half)]).view(-1, 1, 1, 1)
+        w = self.dw.weight * (1 - self.ring + self.ring * d["k5"]) * chan   # Eq. 2-3 on the weights
+        h = self.expand(x)
+        h = F.relu(self.dw_bn(F.conv2d(h, w, None, self.spec.stride, 2, 1, mid)))
+        h = h * chan.view(1, -1, 1, 1)
+        smask = torch.cat([s1.expand(self.se_q), s2.expand(self.se_max - self.se_q)])
+        z = F.conv2d(h.mean((2, 3), keepdim=True), self.se_reduce.weight * smask.view(-1, 1, 1, 1),
+                     self.se_reduce.bias * smask)                           # Eq. 4 on the weights
+        gate = torch.sigmoid(self.se_expand(F.relu(z)))
+        h = h * (1 - s1 + s1 * gate)
+        y = self.project(h)
+        return x + m1 * y if self.residual else y
+
+    # -- extraction ------------------------------------------------------------------------
+    @torch.no_grad()
+    def extract(self, block: Block) -> MBConv:
+        """The compact layer with the superkernel's trained weights for `block` (no retraining)."""
+        spec = self.spec
+        child = MBConv(spec.in_channels, spec.out_channels, block.kernel, block.expansion, spec.stride, block.se)
+        mid = spec.in_channels * block.expansion
+        _copy_conv_bn(child.expand, self.expand, out=slice(0, mid))
+        off = (5 - block.kernel) // 2
+        child.depthwise[0].weight.copy_(self.dw.weight[:mid, :, off:5 - off, off:5 - off])
+        _copy_bn(child.depthwise[1], self.dw_bn, slice(0, mid))
+        if block.se:
+            q = se_channels(spec.in_channels, block.se)
+            child.se.reduce.weight.copy_(self.se_reduce.weight[:q, :mid])
+            child.se.reduce.bias.copy_(self.se_reduce.bias[:q])
+            child.se.expand.weight.copy_(self.se_expand.weight[:mid, :q])
+            child.se.expand.bias.copy_(self.se_expand.bias[:mid])
+        child.project[0].weight.copy_(self.project[0].weight[:, :mid])
+        _copy_bn(child.project[1], self.project[1], slice(None))
+        return child
+
+
+def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, idx: slice) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(dst, name).copy_(getattr(src, name)[idx])
+    dst.num_batches_tracked.copy_(src.num_batches_tracked)
+
+
+def _copy_conv_bn(dst: nn.Sequential, src: nn.Sequential, out: slice) -> None:
+    dst[0].weight.copy_(src[0].weight[out])
+    _copy_bn(dst[1], src[1], out)

@@ -1,0 +1,40 @@
+"""Pieces of a training loop that every searcher shares: optimiser, schedule, device-side averages."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def cosine_lr(base: float, epoch: int, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """Cosine decay over the whole search, per step (so a resumed run continues the same curve)."""
+    t = (epoch + step / max(steps_per_epoch, 1)) / max(epochs, 1)
+    return 0.5 * base * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float, group: int = 0) -> None:
+    opt.param_groups[group]["lr"] = lr
+
+
+class Mean:
+    """Running mean kept on the device: no host sync (.item()) inside the training step."""
+
+    def __init__(self):
+        self.total, self.n = None, 0
+
+    def add(self, value: torch.Tensor) -> None:
+        v = value.detach().float()
+        self.total = v if self.total is None else self.total + v
+        self.n += 1
+
+    def get(self) -> float:
+        return float(self.total) / self.n if self.n else float("nan")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (where it pays), a no-op on CPU (keeps CPU runs bit-reproducible)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, n // batch_size) if n >= batch_size else 1

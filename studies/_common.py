@@ -1,0 +1,65 @@
+"""Flags every study shares, and the one-line-error wrapper (exit 2, nothing written)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python studies/x.py` from a checkout
+    sys.path.insert(0, str(ROOT))
+
+
+def parse_kv(items: list[str]) -> dict:
+    """--param variant=ste --param lr=0.001 -> {"variant": "ste", "lr": 0.001}."""
+    from searchers.errors import UsageError
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise UsageError(f"--param expects NAME=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k.replace("-", "_")] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.replace("-", "_")] = v
+    return out
+
+
+def add_common(p: argparse.ArgumentParser, out_default: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--target-ms", type=float, default=None, help="runtime target RT of Eq. 19 (ms on --profile)")
+    g.add_argument("--target-mflops", type=float, default=None, help="FLOPs target RT of Eq. 19 (MFLOPs)")
+    p.add_argument("--searcher", default="single-path")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="fixed hyperparameter of the searcher (e.g. variant=ste)")
+    p.add_argument("--data", default="digits", help="digits | cifar10:DIR | ImageFolder DIR")
+    p.add_argument("--profile", default="pixel1-single-path")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--width", type=float, default=None, help="supernet width (default: 0.5 on digits, else 1.0)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", default=out_default)
+    p.add_argument("--resume", action="store_true", help="continue the study in --out")
+
+
+def target_of(args) -> tuple[float, str]:
+    if args.target_mflops is not None:
+        return args.target_mflops, "mflops"
+    return (80.0 if args.target_ms is None else args.target_ms), "runtime_ms"
+
+
+def default_width(args) -> float:
+    return args.width if args.width is not None else (0.5 if args.data == "digits" else 1.0)
+
+
+def run_cli(main) -> None:
+    """Call main(); a UsageError becomes `error: ...` on stderr and exit code 2."""
+    from searchers.errors import UsageError
+
+    try:
+        sys.exit(main())
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

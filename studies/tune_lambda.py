@@ -1,0 +1,80 @@
+"""Tune a NAS method's trade-off hyperparameter (λ of Single-Path NAS by default) toward a target.
+
+    python studies/tune_lambda.py --target-ms 80
+    python studies/tune_lambda.py --target-ms 80 --solver mfbo --trials 12 --budget-epochs 64
+    python studies/tune_lambda.py --searcher gold --target-mflops 20 --solver tpe
+
+Each trial is one full NAS search run by Ray Tune; the solver picks the next value to maximise the
+reward of Eq. 19 (Single-Path NAS paper, Sec. VII-B). Ends with the best value, its architecture,
+accuracy, runtime and reward, and the paths of trials.csv, study.json, best/ and report.html.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from _common import add_common, default_width, parse_kv, run_cli, target_of
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common(p, "runs/tune-lambda")
+    p.add_argument("--solver", default="bo", help="random | bo | mfbo | bohb | tpe")
+    p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--budget-epochs", type=int, default=None, help="total search epochs (default trials x fidelity)")
+    p.add_argument("--fidelity", type=int, default=6, help="search epochs of one full trial")
+    p.add_argument("--min-fidelity", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="default: all cores / concurrency")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="default: 1/concurrency with --device cuda")
+    p.add_argument("--address", default=None, help="join this Ray cluster (HOST:PORT) instead of starting one")
+    p.add_argument("--runner", default="ray", choices=["ray", "local"], help="local: in-process, no Ray")
+    return p
+
+
+def config_from_args(args):
+    from automl.study import StudyConfig
+
+    target, metric = target_of(args)
+    cpus = args.cpus_per_trial or max(1.0, (os.cpu_count() or 1) // args.concurrency)
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
+        1.0 / args.concurrency if args.device.startswith("cuda") else 0.0)
+    return StudyConfig(out=args.out, searcher=args.searcher, searcher_params=parse_kv(args.param),
+                       solver=args.solver, target=target, target_metric=metric, trials=args.trials,
+                       budget_epochs=args.budget_epochs, fidelity=args.fidelity, min_fidelity=args.min_fidelity,
+                       concurrency=args.concurrency, data=args.data, profile=args.profile, seed=args.seed,
+                       device=args.device, width=default_width(args), batch_size=args.batch_size,
+                       cpus_per_trial=cpus, gpus_per_trial=gpus, address=args.address)
+
+
+def print_outcome(outcome) -> None:
+    b = outcome.best
+    print()
+    if b is None:
+        print("No trial succeeded; see trials.csv for the errors.")
+    else:
+        unit = "ms" if outcome.config.target_metric == "runtime_ms" else "MFLOPs"
+        r = b.runtime_ms if unit == "ms" else (b.flops or 0) / 1e6
+        print(f"best {', '.join(f'{k} = {v:.4g}' for k, v in b.params.items())}  (trial {b.trial_id}, "
+              f"{b.fidelity} epochs)")
+        print(f"  architecture  {b.arch}")
+        print(f"  accuracy      val {b.val_acc:.4f}  test {b.test_acc:.4f}")
+        print(f"  cost          {r:.2f} {unit} (target {outcome.config.target:g})  "
+              f"{(b.flops or 0) / 1e6:.2f} MFLOPs")
+        print(f"  reward        {b.reward:.4f}  (Eq. 19)")
+    for k, v in outcome.paths.items():
+        print(f"{k:>8}: {v}")
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    from automl.tuning import run_study
+
+    config = config_from_args(args)
+    outcome = run_study(config, resume=args.resume, runner=args.runner)
+    print_outcome(outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,116 @@
+"""Every registered solver passes the shared contract (automl/testing/solvers.py); then what is
+particular to one solver, the registry, and the compatibility shims."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from automl.solvers import get_solver, list_solvers, make_solver, solver_options
+from automl.solvers.base import Observation
+from automl.solvers.bohb import rung_budgets
+from automl.solvers.compat import import_dragonfly, patch_serpent, restore_numpy_aliases
+from automl.spaces import Space
+from automl.testing.solvers import BUDGET, LAMBDA, SPACE, SolverContract, new_solver, run
+from searchers.errors import UsageError
+
+
+class TestSolverContract(SolverContract):
+    pass
+
+
+def test_registry_lists_the_papers_solvers_and_more():
+    assert list_solvers() == ["random", "bo", "mfbo", "bohb", "tpe"]
+    assert {get_solver(n).name for n in list_solvers()} == set(list_solvers())
+
+
+def test_unknown_solver_names_the_valid_ones():
+    with pytest.raises(UsageError, match="unknown solver 'hb'; valid choices: random, bo, mfbo, bohb, tpe"):
+        get_solver("hb")
+    with pytest.raises(UsageError, match="valid choices"):
+        make_solver("hyperband", SPACE, budget_epochs=BUDGET, seed=0)
+
+
+def test_unknown_option_names_the_valid_ones():
+    with pytest.raises(UsageError, match=r"unknown option of solver 'bohb' 'etta'; valid choices: eta, "):
+        make_solver("bohb", SPACE, budget_epochs=BUDGET, seed=0, etta=2)
+    assert "n_startup_trials" in solver_options("tpe") and "refit_every" in solver_options("mfbo")
+
+
+def test_bad_dragonfly_settings_are_refused_by_name():
+    with pytest.raises(UsageError, match="unknown dragonfly acquisition 'eii'"):
+        make_solver("bo", SPACE, budget_epochs=BUDGET, seed=0, acq="eii-ucb")
+
+
+def test_random_search_is_uniform_in_log_lambda():
+    solver = new_solver("random", budget=8 * 400)
+    units = [LAMBDA.to_unit(p.params["lam"]) for p, _ in run(solver)]
+    assert len(units) == 400 and abs(np.mean(units) - 0.5) < 0.05 and min(units) < 0.02 and max(units) > 0.98
+
+
+def test_mfbo_proposes_several_integer_fidelities():
+    done = run(new_solver("mfbo", budget=48))
+    fidelities = [p.fidelity for p, _ in done]
+    assert all(type(f) is int and SPACE.min_fidelity <= f <= SPACE.max_fidelity for f in fidelities)
+    assert len(set(fidelities)) >= 3
+    assert sum(fidelities) <= 48 and len(done) > 48 // SPACE.max_fidelity   # cheap trials: more of them
+
+
+def test_mfbo_needs_a_fidelity_range():
+    with pytest.raises(UsageError, match="min_fidelity < max_fidelity"):
+        make_solver("mfbo", Space(params=SPACE.params, min_fidelity=8, max_fidelity=8),
+                    budget_epochs=BUDGET, seed=0)
+
+
+def test_bohb_rungs_are_whole_epochs_between_min_and_max():
+    assert rung_budgets(2, 8, 3) == [3, 8]
+    assert rung_budgets(2, 8, 2) == [2, 4, 8]
+    assert rung_budgets(1, 9, 3) == [1, 3, 9]
+    assert rung_budgets(8, 8, 3) == [8]
+
+
+def test_bohb_promotes_the_best_of_a_rung():
+    solver = new_solver("bohb", budget=200)     # eta 3 over 2..8 epochs: rungs of 3 and 8 epochs
+    done = run(solver)
+    first_rung = [(p, o) for p, o in done if p.info["bracket"] == 0 and p.info["rung"] == 0]
+    promoted = [p for p, _ in done if p.info["bracket"] == 0 and p.info["rung"] == 1]
+    assert len(first_rung) == 3 and len(promoted) == 1
+    best_p, _ = max(first_rung, key=lambda po: po[1].reward)
+    assert promoted[0].info["promoted_from"] == best_p.trial_id
+    assert promoted[0].params == best_p.params and promoted[0].fidelity == 8 > best_p.fidelity
+
+
+def test_bohb_opens_the_next_bracket_while_a_rung_waits():
+    solver = new_solver("bohb", budget=200)
+    asked = [solver.ask() for _ in range(6)]   # rung 0 of bracket 0 holds 3; nothing told yet
+    assert all(p is not None for p in asked)
+    assert [p.info["bracket"] for p in asked] == [0, 0, 0, 1, 1, 2]
+
+
+def test_bohb_never_promotes_a_failed_trial():
+    solver = new_solver("bohb", budget=200)
+    first = [solver.ask() for _ in range(3)]
+    for i, p in enumerate(first):   # the first fails; of the others, the second is the better
+        solver.tell(Observation(params=p.params, fidelity=p.fidelity, trial_id=p.trial_id,
+                                reward=None if i == 0 else 0.9 - i / 10))
+    nxt = solver.ask()
+    assert nxt.info.get("promoted_from") == first[1].trial_id
+
+
+def test_numpy_aliases_are_restored_idempotently():
+    restore_numpy_aliases()
+    assert restore_numpy_aliases() == []
+    assert np.math is math and np.float is float and np.int is int and np.object is object
+    assert np.isnan(np.NaN) and np.asscalar(np.array([2.5])) == 2.5
+    assert np.bool is np.bool_   # numpy 2's own np.bool is kept, not replaced by Python's bool
+    assert import_dragonfly().EuclideanGPBandit is import_dragonfly().EuclideanGPBandit
+
+
+def test_serpent_sends_numpy_scalars_as_python_values():
+    import serpent
+
+    patch_serpent()
+    patch_serpent()
+    data = {"lam": np.float64(0.25), "epochs": np.int64(8), "op": np.str_("ir_k5"), "ok": np.bool_(True)}
+    assert serpent.loads(serpent.dumps(data)) == {"lam": 0.25, "epochs": 8, "op": "ir_k5", "ok": True}

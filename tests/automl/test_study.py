@@ -1,0 +1,74 @@
+"""Study orchestration without Ray: validation, the in-process runner, failures, resume."""
+import pandas as pd
+import pytest
+
+from automl.study import StudyConfig
+from automl.tuning import run_study
+from searchers.errors import UsageError
+
+
+def tiny_config(tmp_path, **kw):
+    base = dict(out=str(tmp_path / "study"), solver="random", target=80.0, trials=3, fidelity=1, min_fidelity=1,
+                width=0.25, batch_size=32, data_limit=96, seed=0)
+    base.update(kw)
+    return StudyConfig(**base)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(target=0.0), "> 0"),
+    (dict(target=500.0), "30.63-131.46"),
+    (dict(solver="grid"), "valid choices"),
+    (dict(budget_epochs=4, fidelity=8), "smaller than one trial"),
+    (dict(searcher="nope"), "valid choices"),
+    (dict(searcher_params={"colour": 1}), "valid choices"),
+])
+def test_bad_study_config_is_refused(kw, message, tmp_path):
+    with pytest.raises(UsageError, match=message):
+        tiny_config(tmp_path, **kw)
+
+
+def test_local_study_writes_everything(tmp_path):
+    cfg = tiny_config(tmp_path)
+    outcome = run_study(cfg, runner="local")
+    df = pd.read_csv(outcome.paths["trials"])
+    assert len(df) == 3 and sorted(df.trial_id) == [0, 1, 2]
+    for col in ("trial_id", "solver", "lam", "fidelity", "seed", "status", "error", "val_acc", "test_acc",
+                "runtime_ms", "flops", "reward", "arch", "wall_s"):
+        assert col in df.columns
+    assert (df.status == "ok").all()
+    assert (outcome.paths["best"] / "model.onnx").exists()
+    assert outcome.paths["report"].stat().st_size > 100_000  # plotly.js inlined: opens offline
+    assert outcome.best.reward == df.reward.max()
+    with pytest.raises(UsageError, match="already holds a study"):
+        run_study(cfg, runner="local")
+    with pytest.raises(UsageError, match="different study"):
+        run_study(tiny_config(tmp_path, target=70.0), runner="local", resume=True)
+
+
+def test_interrupted_study_resumes_without_duplicates(tmp_path):
+    cfg = tiny_config(tmp_path, trials=3)
+    seen = []
+
+    def interrupt(row):
+        seen.append(row.trial_id)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, runner="local", on_row=interrupt)
+    before = pd.read_csv(tmp_path / "study" / "trials.csv")
+    assert list(before.trial_id) == [0, 1]
+    resumed = []
+    run_study(cfg, runner="local", resume=True, on_row=lambda r: resumed.append(r.trial_id))
+    after = pd.read_csv(tmp_path / "study" / "trials.csv")
+    assert len(resumed) == 1 and list(after.trial_id) == [0, 1, 2]
+    pd.testing.assert_frame_equal(after.iloc[:2], before)  # finished trials neither re-run nor lost
+
+
+def test_failed_trial_is_recorded_and_told_as_worst(tmp_path):
+    # lr so large the search diverges: the trial fails with its error, the study goes on
+    cfg = tiny_config(tmp_path, trials=2, searcher_params={"lr": 1e30, "warmup_epochs": 0})
+    outcome = run_study(cfg, runner="local")
+    df = pd.read_csv(outcome.paths["trials"], keep_default_na=False)
+    assert (df.status == "failed").all() and df.error.str.contains("diverged").all()
+    assert outcome.best is None

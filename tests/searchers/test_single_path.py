@@ -1,0 +1,114 @@
+import math
+
+import pytest
+import torch
+
+from searchers import RunSettings, get_searcher
+from searchers.errors import UsageError
+from searchers.single_path import SuperNet
+from searchers.spaces.mbconv import Block, MBConvArch
+
+VARIANTS = ["sigmoid", "ste", "softmax"]
+
+
+def force(layer, block: Block):
+    """Set a superkernel layer's architecture parameters so its decisions name `block`."""
+    with torch.no_grad():
+        if layer.variant == "softmax":
+            for tau in (layer.tau_k, layer.tau_e, layer.tau_se):
+                tau.zero_()
+            layer.tau_k[1 if block.kernel == 5 else 0] = 5.0
+            if block.skip:
+                layer.tau_e[0] = 5.0
+            else:
+                layer.tau_e[-1 if block.expansion == 6 else -2] = 5.0
+            layer.tau_se[{0.0: 0, 0.25: 1, 0.5: 2}[block.se]] = 5.0
+            return
+        big = 1e6  # a threshold above any norm turns the indicator off
+        layer.t_k5.fill_(0.0 if block.kernel == 5 else big)
+        layer.t_e6.fill_(0.0 if block.expansion == 6 else big)
+        layer.t_se25.fill_(0.0 if block.se else big)
+        layer.t_se50.fill_(0.0 if block.se == 0.5 else big)
+        if layer.spec.skippable:
+            layer.t_e3.fill_(big if block.skip else 0.0)
+
+
+def random_blocks(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    blocks = []
+    for i in range(20):
+        r = lambda n: int(torch.randint(n, (1,), generator=g))
+        if i % 4 and r(4) == 0:
+            blocks.append(Block(skip=True))
+        else:
+            blocks.append(Block([3, 5][r(2)], [3, 6][r(2)], [0.0, 0.25, 0.5][r(3)]))
+    return blocks
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_decisions_decode_to_the_mbconv_they_name(variant):
+    net = SuperNet(0.25, 32, 10, variant)
+    blocks = random_blocks(1)
+    for layer, b in zip(net.searchable(), blocks):
+        force(layer, b)
+    assert net.arch().blocks == tuple(blocks)
+    # and every single choice on one layer
+    layer = net.searchable()[1]
+    for b in [Block(3, 3, 0.0), Block(5, 3, 0.25), Block(3, 6, 0.5), Block(5, 6, 0.0), Block(skip=True)]:
+        force(layer, b)
+        assert layer.block() == b
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_child_reproduces_supernet_logits(variant, digits):
+    torch.manual_seed(0)
+    net = SuperNet(0.25, 32, 10, variant)
+    for layer, b in zip(net.searchable(), random_blocks(2)):
+        force(layer, b)
+    net.train()
+    with torch.no_grad():  # a few BN updates so running statistics are not the identity
+        for x, _ in digits.batches("train", 64):
+            net(x)
+    net.eval()
+    x = next(digits.batches("test", 32))[0]
+    arch, child = net.extract()
+    assert str(arch) == str(net.arch())
+    with torch.no_grad():
+        torch.testing.assert_close(child.eval()(x), net(x), atol=1e-4, rtol=1e-4)
+    n_child = sum(p.numel() for p in child.parameters())
+    assert n_child < sum(p.numel() for p in net.parameters())
+
+
+def test_runtime_decreases_as_lambda_grows(digits):
+    from automl.testing.searchers import tiny_task
+
+    task = tiny_task(digits, 256)
+    cls = get_searcher("single-path")
+    runtimes = []
+    for lam in (0.0, 0.3, 3.0):
+        # tiny data = few steps: thresholds get a larger step so decisions can move in 3 epochs
+        params = cls.make_params(lam=lam, threshold_lr=0.5, warmup_epochs=0, finetune_epochs=0)
+        s = cls(params, task, RunSettings(epochs=3, seed=0, batch_size=32, width=0.25))
+        runtimes.append(s.run().runtime_ms)
+    assert runtimes[0] > runtimes[1] > runtimes[2], runtimes
+
+
+def test_bad_params_are_refused():
+    cls = get_searcher("single-path")
+    with pytest.raises(UsageError, match="valid choices"):
+        cls.make_params(variant="gumbel")
+    with pytest.raises(UsageError, match="lam"):
+        cls.make_params(lam=-1.0)
+    with pytest.raises(UsageError, match="valid choices"):
+        cls.make_params(lambda_=0.1)
+    with pytest.raises(UsageError, match="epochs"):
+        RunSettings(epochs=0)
+
+
+def test_nan_loss_stops_with_clear_error(tiny):
+    from searchers.errors import DivergedError
+
+    cls = get_searcher("single-path")
+    s = cls(cls.make_params(lam=0.1, lr=1e30, warmup_epochs=0), tiny, RunSettings(epochs=3, batch_size=32, width=0.25))
+    with pytest.raises(DivergedError, match="diverged"):
+        s.run()
