@@ -1,52 +1,30 @@
 """How well does a measured CPU/GPU profile predict whole networks? In-context vs isolated layer timing.
 
-    python benchmarks/profile_accuracy.py --threads 1 --image-size 224 --n 20
+    python benchmarks/profile_accuracy.py --threads 1 --image-size 224 --n 30 --passes 6
 
-Measures the in-context profile of searchers/cost/measure.py and, for comparison, a profile whose layers
-are each timed alone (weights warm in cache), then times N random whole networks once and prints each
-profile's mean absolute error %, RMSE and mean signed error against them (Single-Path NAS, Pixel 1:
-1.76 %, 1.32 ms). Numbers depend on the machine and on whatever else runs on it; nothing is asserted.
+Three kinds of measurement: the probe networks of searchers/cost/measure.py (layers timed in context,
+at layer boundaries), every layer variant timed alone (weights warm in cache, the naive profile), and
+N random whole networks. They are interleaved in shuffled passes and each item's median over passes
+is kept, so a machine whose load drifts (a shared CI box) biases all three alike instead of whichever
+ran during a busy minute. Prints each profile's mean absolute error %, RMSE and mean signed error on
+the whole networks (Single-Path NAS on Pixel 1: 1.76 %, 1.32 ms). Nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
+import random
+import statistics
 import time
 
 import torch
+from tqdm import tqdm
 
-from searchers.cost.measure import Validation, check_device, timing_env, measure_profile, time_network, validate
+from searchers.cost.measure import (Validation, _device_name, _median_segments, check_clock, check_device,
+                                    probe_plan, profile_from_probes, random_arch, time_network, timing_env)
 from searchers.cost.profiles import LAYERS, VARIANTS, Profile
 from searchers.cost.runtime import exact_runtime
 from searchers.spaces.mbconv import MBConv, MBConvArch, feature_sizes, layer_specs
-
-
-def isolated_profile(ref: Profile, device: str, threads: int, repeats: int, warmup: int, clock: str) -> Profile:
-    """The naive profile: each layer variant timed alone on a random input of its shape."""
-    dev = check_device(device)
-    size, width = ref.input_size, ref.width
-    specs, sizes = layer_specs(width, size), feature_sizes(size, width)
-    timed = lambda m, c, s: time_network(m.to(dev).eval(), torch.randn(1, c, s, s, device=dev), repeats, warmup,
-                                         clock)
-    with timing_env(threads):
-        tables, se = {}, {}
-        for i in LAYERS:
-            sp = specs[i]
-            for k, e in VARIANTS:
-                tables.setdefault(i, {})[(k, e)] = timed(MBConv(sp.in_channels, sp.out_channels, k, e, sp.stride),
-                                                         sp.in_channels, sizes[i])
-                if ref.se_factors:
-                    with_se = timed(MBConv(sp.in_channels, sp.out_channels, k, e, sp.stride, 0.25), sp.in_channels,
-                                    sizes[i])
-                    se[(i, k, e)] = with_se / tables[i][(k, e)]
-        net = MBConvArch.smallest(width=width, image_size=size).build()
-        first, last = specs[0], specs[-1]
-        constant = (timed(net.stem, 3, size) + timed(net.layers["0"], first.in_channels, sizes[0])
-                    + timed(net.layers["21"], last.in_channels, sizes[-1])
-                    + timed(net.head, last.out_channels, sizes[-1]))
-    return dataclasses.replace(ref, name=ref.name + "-isolated", tables=tables, se_factors=se, constant_ms=constant,
-                               measured=None)
 
 
 def main():
@@ -55,33 +33,74 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--width", type=float, default=1.0)
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per item and pass (median kept)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--passes", type=int, default=6, help="interleaved passes over all items (median kept)")
+    ap.add_argument("--rounds", type=int, default=2, help="probe rounds (see measure.py)")
     ap.add_argument("--no-se", action="store_true", help="profile and validate without SE paths")
-    ap.add_argument("--n", type=int, default=20, help="random whole networks to validate on")
+    ap.add_argument("--n", type=int, default=30, help="random whole networks to validate on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clock", default="wall", help="wall, or cpu (thread CPU time: 1 CPU thread on a busy machine)")
     a = ap.parse_args()
+    dev = check_device(a.device)
+    check_clock(a.clock, dev, a.threads)
+    size, width, se = a.image_size, a.width, not a.no_se
+    x = torch.randn(1, 3, size, size, device=dev)
+    specs, sizes = layer_specs(width, size), feature_sizes(size, width)
 
-    load0 = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    ctx = measure_profile(a.device, a.threads, a.image_size, a.width, a.repeats, a.warmup, a.rounds, not a.no_se,
-                          a.seed, clock=a.clock)
-    t1 = time.perf_counter()
-    iso = isolated_profile(ctx, a.device, a.threads, a.repeats, a.warmup, a.clock)
-    t2 = time.perf_counter()
-    v = validate(ctx, a.n, seed=a.seed + 1, verbose=False)
-    t3 = time.perf_counter()
-    print(f"device: {ctx.device}; {a.image_size}x{a.image_size}, width {a.width}, {a.repeats} repeats, "
-          f"{a.rounds} rounds, SE {'off' if a.no_se else 'on'}, clock {a.clock}")
-    print(f"time: in-context profile {t1 - t0:.0f} s, isolated {t2 - t1:.0f} s, validation {t3 - t2:.0f} s; "
-          f"1-min load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)")
+    with timing_env(a.threads):
+        build = lambda arch: arch.build().to(dev).eval()
+        plan = probe_plan(a.rounds, se, a.seed)
+        probes = [build(MBConvArch(b, width=width, image_size=size)) for b in plan]
+        rng = random.Random(a.seed + 1)
+        archs = [random_arch(rng, width, size, se) for _ in range(a.n)]
+        nets = [build(arch) for arch in archs]
+        alone = {}  # (layer, k, e, se) -> (module, input): the naive profile's layers
+        for i in LAYERS:
+            sp = specs[i]
+            for k, e in VARIANTS:
+                for r in (0.0, 0.25) if se else (0.0,):
+                    alone[(i, k, e, r)] = (MBConv(sp.in_channels, sp.out_channels, k, e, sp.stride, r).to(dev).eval(),
+                                           torch.randn(1, sp.in_channels, sizes[i], sizes[i], device=dev))
+        ref = build(MBConvArch.smallest(width=width, image_size=size))
+        fixed = {"stem": (ref.stem, torch.randn(1, 3, size, size, device=dev)),
+                 "0": (ref.layers["0"], torch.randn(1, specs[0].in_channels, sizes[0], sizes[0], device=dev)),
+                 "21": (ref.layers["21"], torch.randn(1, specs[-1].in_channels, sizes[-1], sizes[-1], device=dev)),
+                 "head": (ref.head, torch.randn(1, specs[-1].out_channels, sizes[-1], sizes[-1], device=dev))}
+
+        timed = lambda m, inp: time_network(m, inp, a.repeats, a.warmup, a.clock)
+        items = ([("probe", j, lambda n=n: _median_segments(n, x, a.repeats, a.warmup, a.clock))
+                  for j, n in enumerate(probes)]
+                 + [("net", j, lambda n=n: timed(n, x)) for j, n in enumerate(nets)]
+                 + [("alone", key, lambda m=m, inp=inp: timed(m, inp)) for key, (m, inp) in alone.items()]
+                 + [("fixed", key, lambda m=m, inp=inp: timed(m, inp)) for key, (m, inp) in fixed.items()])
+        runs = {(kind, key): [] for kind, key, _ in items}
+        load0, t0 = os.getloadavg()[0], time.perf_counter()
+        for _ in tqdm(range(a.passes), desc="passes", leave=False):
+            rng.shuffle(items)
+            for kind, key, fn in items:
+                runs[(kind, key)].append(fn())
+        wall = time.perf_counter() - t0
+
+    med = lambda kind, key: statistics.median(runs[(kind, key)])
+    measured = tuple(med("net", j) for j in range(a.n))
+    ctx = profile_from_probes(plan, [[statistics.median(c) for c in zip(*runs[("probe", j)])]
+                                     for j in range(len(plan))],
+                              name="in-context", device=_device_name(dev, a.threads), input_size=size, width=width)
+    tables = {i: {(k, e): med("alone", (i, k, e, 0.0)) for k, e in VARIANTS} for i in LAYERS}
+    iso = Profile(name="isolated", device=ctx.device, input_size=size, width=width, tables=tables,
+                  constant_ms=sum(med("fixed", key) for key in fixed),
+                  se_factors={(i, k, e): med("alone", (i, k, e, 0.25)) / tables[i][(k, e)]
+                              for i in LAYERS for k, e in VARIANTS} if se else {})
+
+    print(f"device: {ctx.device}; {size}x{size}, width {width}, SE {'on' if se else 'off'}, clock {a.clock}; "
+          f"{a.passes} interleaved passes x {a.repeats} repeats, {len(plan)} probes")
+    print(f"took {wall:.0f} s; 1-min load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after "
+          f"({os.cpu_count()} CPUs)")
     print(f"constant: in-context {ctx.constant_ms:.2f} ms, isolated {iso.constant_ms:.2f} ms")
     for p in (ctx, iso):
-        archs = [MBConvArch.parse(s) for s in v.archs]
-        pv = Validation(v.archs, tuple(exact_runtime(p, x) for x in archs), v.measured_ms)
-        print(f"{p.name:>24}: {pv.summary()}")
+        v = Validation(tuple(map(str, archs)), tuple(exact_runtime(p, arch) for arch in archs), measured)
+        print(f"{p.name:>11}: {v.summary()}")
 
 
 if __name__ == "__main__":

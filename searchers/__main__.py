@@ -46,7 +46,7 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=RunSettings.batch_size)
     p.add_argument("--width", type=float, default=None,
-                   help="channel multiplier (default 0.5 on digits, where it fits a laptop CPU; else 1.0)")
+                   help="channel multiplier (default 0.25 on digits, where it fits a laptop CPU; else 1.0)")
     p.add_argument("--target-ms", type=float, default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="continue from DIR/.checkpoint.pt")
@@ -73,7 +73,7 @@ def cmd_run(name: str, argv: list[str]) -> int:
     fields = [f.name for f in dataclasses.fields(cls.Params)]
     params = cls.make_params(**{k: getattr(args, k) for k in fields})
     settings = RunSettings(epochs=args.epochs, seed=args.seed, device=args.device, batch_size=args.batch_size,
-                           width=args.width if args.width is not None else (0.5 if args.data == "digits" else 1.0),
+                           width=args.width if args.width is not None else (0.25 if args.data == "digits" else 1.0),
                            profile=args.profile, target_ms=args.target_ms)
     out = Path(args.out)
     check_writable(out)
@@ -131,8 +131,7 @@ def cmd_profile(argv: list[str]) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--width", type=float, default=None,
-                   help="channel multiplier (default 0.5 on digits, where it fits a laptop CPU; else 1.0)")
+    p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--validate", type=int, default=10, help="random networks to validate the profile on")
     p.add_argument("--out", required=True)

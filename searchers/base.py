@@ -29,7 +29,7 @@ class RunSettings:
     epochs: int = 8            # search budget; the outer loop's fidelity
     seed: int = 0              # seeds torch's generators for init, batching and augmentation
     device: str = "cpu"        # "cpu" or "cuda" (or "cuda:N")
-    batch_size: int = 128
+    batch_size: int = 32        # small data sets need steps more than large batches
     width: float = 1.0         # channel multiplier; 1.0 is the paper's space. Runtimes come from the
                                # profile's 224x224 width-1.0 table whatever the width searched at
     profile: str = "pixel1-single-path"  # device profile for runtime terms (bundled name or file)

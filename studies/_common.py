@@ -38,8 +38,8 @@ def add_common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--profile", default="pixel1-single-path")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--width", type=float, default=None, help="supernet width (default: 0.5 on digits, else 1.0)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--width", type=float, default=None, help="supernet width (default: 0.25 on digits, else 1.0)")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=out_default)
     p.add_argument("--resume", action="store_true", help="continue the study in --out")
 
@@ -51,7 +51,7 @@ def target_of(args) -> tuple[float, str]:
 
 
 def default_width(args) -> float:
-    return args.width if args.width is not None else (0.5 if args.data == "digits" else 1.0)
+    return args.width if args.width is not None else (0.25 if args.data == "digits" else 1.0)
 
 
 def run_cli(main) -> None:

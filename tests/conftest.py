@@ -13,7 +13,9 @@ SHARED = ROOT.parent / "shared"
 
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# one thread: several test processes (and Ray workers) share 2 cores; OpenMP spinning on an
+# oversubscribed machine is 10x slower than one thread each
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -78,9 +78,11 @@ def _row_from_result(study: StudyConfig, proposal: Proposal, result: dict | None
         return TrialRow(trial_id=proposal.trial_id, solver=study.solver, params=dict(proposal.params),
                         fidelity=proposal.fidelity, seed=study.seed, status="failed", target=study.target,
                         error="trial errored in Ray (worker lost or exception outside the search)")
-    fields = TrialRow.__dataclass_fields__
-    row = TrialRow(params={k: result[k] for k in proposal.params},
-                   **{k: result[k] for k in fields if k in result and k != "params"})
+    # Ray adds its own keys (its trial_id among them): take ours from the proposal
+    ours = set(TrialRow.__dataclass_fields__) - {"params", "trial_id", "fidelity"}
+    row = TrialRow(trial_id=proposal.trial_id, fidelity=proposal.fidelity,
+                   params={k: result[k] for k in proposal.params},
+                   **{k: result[k] for k in ours if k in result})
     if row.status != "ok":
         row.reward = None
     return row
@@ -108,6 +110,12 @@ def make_adapter(solver: Solver, study: StudyConfig, on_row: Callable[[TrialRow]
             return {"study": study.to_json(), "proposal": {"trial_id": p.trial_id, "params": p.params,
                                                            "fidelity": p.fidelity, "info": p.info}}
 
+        def save(self, checkpoint_path: str) -> None:
+            """Nothing to save: a study resumes from trials.csv (tuning.py), not from Ray's state."""
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             p = self.live.pop(trial_id)
             row = _row_from_result(study, p, result, error)
@@ -124,7 +132,8 @@ def start_ray(study: StudyConfig, dashboard_host: str = "127.0.0.1") -> str | No
 
     if ray.is_initialized():
         return None
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    # one checkpoint per epoch is the point (resumable trials); Ray warns about it by default
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kw = dict(address=study.address, include_dashboard=True, dashboard_host=dashboard_host,
               log_to_driver=False, configure_logging=False) if study.address else \
         dict(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=False)
@@ -147,7 +156,7 @@ def run_ray(study: StudyConfig, solver: Solver, *, max_trials: int, on_row: Call
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(search_alg=make_adapter(solver, study, record, max_trials),
-                                    num_samples=-1, max_concurrent_trials=study.concurrency,
+                                    num_samples=max_trials, max_concurrent_trials=study.concurrency,
                                     metric="reward", mode="max"),
         run_config=tune.RunConfig(
             name="ray", storage_path=str(Path(study.out).resolve()), verbose=verbose,

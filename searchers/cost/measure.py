@@ -153,33 +153,44 @@ def measure_profile(device: str = "cpu", threads: int = 1, image_size: int = 224
         raise UsageError(f"need repeats >= 1, warmup >= 0, rounds >= 1; got {repeats}, {warmup}, {rounds}")
     if image_size < 16:
         raise UsageError(f"image_size must be >= 16, got {image_size}")
-    variants = [(k, e, 0.0) for k, e in VARIANTS] + ([(k, e, 0.25) for k, e in VARIANTS] if se else [])
-    rng = random.Random(seed)
-    samples = {(i, v): [] for i in LAYERS for v in variants}
-    constant = []
+    plan = probe_plan(rounds, se, seed)
     x = torch.randn(1, 3, image_size, image_size, device=dev)
+    segments = []
     with timing_env(threads):
-        probes = [(r, j) for r in range(rounds) for j in range(len(variants))]
-        order = {}
-        for r, j in _bar(probes, "profiling layers", progress):
-            if j == 0:  # a new round: each layer's variants in a fresh random order
-                order = {i: rng.sample(variants, len(variants)) for i in LAYERS}
-            blocks = tuple(Block(*order[i][j]) for i in LAYERS)
+        for blocks in _bar(plan, "profiling layers", progress):
             net = MBConvArch(blocks, width=width, image_size=image_size).build().to(dev).eval()
-            seg = _median_segments(net, x, repeats, warmup, clock)  # [stem, 0, 1..20, 21, head]
-            for i in LAYERS:
-                samples[(i, order[i][j])].append(seg[1 + i])
-            constant.append(seg[0] + seg[1] + seg[-2] + seg[-1])
-    ms = {key: statistics.fmean(v) for key, v in samples.items()}
-    tables = {i: {(k, e): ms[(i, (k, e, 0.0))] for k, e in VARIANTS} for i in LAYERS}
-    se_factors = {(i, k, e): ms[(i, (k, e, 0.25))] / ms[(i, (k, e, 0.0))] for i in LAYERS for k, e in VARIANTS} \
-        if se else {}
+            segments.append(_median_segments(net, x, repeats, warmup, clock))
     settings = dict(device=device, threads=threads, image_size=image_size, width=width, repeats=repeats,
                     warmup=warmup, rounds=rounds, se=se, seed=seed, clock=clock,
                     method="in-context layer boundaries")
-    return Profile(name=name or f"{dev.type}-{threads}t-{image_size}px", device=_device_name(dev, threads),
-                   constant_ms=statistics.median(constant), tables=tables, se_factors=se_factors,
-                   input_size=image_size, width=width, measured={"settings": settings})
+    return profile_from_probes(plan, segments, name=name or f"{dev.type}-{threads}t-{image_size}px",
+                               device=_device_name(dev, threads), input_size=image_size, width=width,
+                               measured={"settings": settings})
+
+
+def probe_plan(rounds: int, se: bool, seed: int) -> list[tuple[Block, ...]]:
+    """The probe networks: per round, each layer takes each variant in one probe, in a per-layer random order."""
+    variants = [Block(k, e, 0.0) for k, e in VARIANTS] + ([Block(k, e, 0.25) for k, e in VARIANTS] if se else [])
+    rng = random.Random(seed)
+    plan = []
+    for _ in range(rounds):
+        order = [rng.sample(variants, len(variants)) for _ in LAYERS]
+        plan += [tuple(order[i][j] for i in range(len(LAYERS))) for j in range(len(variants))]
+    return plan
+
+
+def profile_from_probes(plan: list[tuple[Block, ...]], segments: list[list[float]], **fields) -> Profile:
+    """Aggregate probe timings ([stem, 0, 1..20, 21, head] per probe) into a Profile."""
+    samples: dict[tuple[int, Block], list[float]] = {}
+    for blocks, seg in zip(plan, segments):
+        for i, b in zip(LAYERS, blocks):
+            samples.setdefault((i, b), []).append(seg[1 + i])
+    ms = {key: statistics.fmean(v) for key, v in samples.items()}
+    tables = {i: {(k, e): ms[(i, Block(k, e, 0.0))] for k, e in VARIANTS} for i in LAYERS}
+    se_factors = {(i, k, e): ms[(i, Block(k, e, 0.25))] / tables[i][(k, e)]
+                  for i in LAYERS for k, e in VARIANTS if (i, Block(k, e, 0.25)) in ms}
+    constant = statistics.median(seg[0] + seg[1] + seg[-2] + seg[-1] for seg in segments)
+    return Profile(constant_ms=constant, tables=tables, se_factors=se_factors, **fields)
 
 
 # -- validation ----------------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ LAYERS = tuple(range(1, NUM_SEARCHABLE + 1))                 # searchable layers
 VARIANTS = tuple((k, e) for k in KERNELS for e in EXPANSIONS)  # (3,3) (3,6) (5,3) (5,6)
 # The Single-Path reference code adds this for stem, head, classifier and fixed layers 0 and 21.
 SINGLE_PATH_CONSTANT_MS = 19.5999
-# Its columns, in this order: "0"=k3e3, "1"=k3e6, "2"=k5e3, "3"=k5e6 (the released decoder swapped
-# e3/e6 for two of them; the table itself is ordered as here, which the README of the data confirms).
+# Its columns: "0"=k3e3, "1"=k3e6, "2"=k5e3, "3"=k5e6, the order of the reference runtime model
+# (Eq. 12-13 use "1" as R_3x3,6). Its released decoder swapped e3/e6 for two choices; not copied here.
 SINGLE_PATH_COLUMNS = dict(zip("0123", VARIANTS))
 
 
@@ -62,6 +62,10 @@ class Profile:
         bad = [key for key in self.se_factors if key[0] not in LAYERS or tuple(key[1:]) not in VARIANTS]
         if bad:
             raise UsageError(f"profile {self.name}: SE factors for unknown (layer, k, e) {bad[:3]}")
+        bad = [key for key, s in self.se_factors.items()
+               if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0]
+        if bad:
+            raise UsageError(f"profile {self.name}: SE factors must be numbers > 0; bad at (layer, k, e) {bad[:3]}")
         if self.unit != "ms":
             raise UsageError(f"profile {self.name}: unit must be 'ms', got {self.unit!r}")
 
