@@ -18,10 +18,9 @@ import statistics
 import time
 
 import torch
-from tqdm import tqdm
 
-from searchers.cost.measure import (Validation, _device_name, _median_segments, check_clock, check_device,
-                                    probe_plan, profile_from_probes, random_arch, time_network, timing_env)
+from searchers.cost.measure import (Timing, Validation, _device_name, probe_plan, profile_from_probes, random_arch,
+                                    run_interleaved, time_network, time_segments, timing_env)
 from searchers.cost.profiles import LAYERS, VARIANTS, Profile
 from searchers.cost.runtime import exact_runtime
 from searchers.spaces.mbconv import MBConv, MBConvArch, feature_sizes, layer_specs
@@ -42,9 +41,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clock", default="wall", help="wall, or cpu (thread CPU time: 1 CPU thread on a busy machine)")
     a = ap.parse_args()
-    dev = check_device(a.device)
-    check_clock(a.clock, dev, a.threads)
-    size, width, se = a.image_size, a.width, not a.no_se
+    t = Timing(device=a.device, threads=a.threads, repeats=a.repeats, warmup=a.warmup, passes=a.passes, clock=a.clock)
+    dev, size, width, se = t.torch_device, a.image_size, a.width, not a.no_se
     x = torch.randn(1, 3, size, size, device=dev)
     specs, sizes = layer_specs(width, size), feature_sizes(size, width)
 
@@ -68,25 +66,19 @@ def main():
                  "21": (ref.layers["21"], torch.randn(1, specs[-1].in_channels, sizes[-1], sizes[-1], device=dev)),
                  "head": (ref.head, torch.randn(1, specs[-1].out_channels, sizes[-1], sizes[-1], device=dev))}
 
-        timed = lambda m, inp: time_network(m, inp, a.repeats, a.warmup, a.clock)
-        items = ([("probe", j, lambda n=n: _median_segments(n, x, a.repeats, a.warmup, a.clock))
-                  for j, n in enumerate(probes)]
-                 + [("net", j, lambda n=n: timed(n, x)) for j, n in enumerate(nets)]
-                 + [("alone", key, lambda m=m, inp=inp: timed(m, inp)) for key, (m, inp) in alone.items()]
-                 + [("fixed", key, lambda m=m, inp=inp: timed(m, inp)) for key, (m, inp) in fixed.items()])
-        runs = {(kind, key): [] for kind, key, _ in items}
+        keys = ([("probe", j) for j in range(len(probes))] + [("net", j) for j in range(len(nets))]
+                + [("alone", key) for key in alone] + [("fixed", key) for key in fixed])
+        jobs = ([lambda n=n: time_segments(n, x, t) for n in probes] + [lambda n=n: time_network(n, x, t) for n in nets]
+                + [lambda m=m, inp=inp: time_network(m, inp, t) for m, inp in [*alone.values(), *fixed.values()]])
         load0, t0 = os.getloadavg()[0], time.perf_counter()
-        for _ in tqdm(range(a.passes), desc="passes", leave=False):
-            rng.shuffle(items)
-            for kind, key, fn in items:
-                runs[(kind, key)].append(fn())
+        runs = dict(zip(keys, run_interleaved(jobs, t, a.seed, progress=True)))
         wall = time.perf_counter() - t0
 
     med = lambda kind, key: statistics.median(runs[(kind, key)])
     measured = tuple(med("net", j) for j in range(a.n))
     ctx = profile_from_probes(plan, [[statistics.median(c) for c in zip(*runs[("probe", j)])]
                                      for j in range(len(plan))],
-                              name="in-context", device=_device_name(dev, a.threads), input_size=size, width=width)
+                              name="in-context", device=_device_name(t), input_size=size, width=width)
     tables = {i: {(k, e): med("alone", (i, k, e, 0.0)) for k, e in VARIANTS} for i in LAYERS}
     iso = Profile(name="isolated", device=ctx.device, input_size=size, width=width, tables=tables,
                   constant_ms=sum(med("fixed", key) for key in fixed),

@@ -2,18 +2,25 @@
 
 Layers are timed *in context*: whole probe networks run forward at batch 1 and a timestamp is taken
 at every layer boundary (CUDA: an event per boundary, read after one synchronize), so each layer is
-timed with the caches, allocator and launch queue as a real inference leaves them. Timing a layer
-alone instead keeps its weights warm in cache and misses the hand-over between layers; on this
-project's CPU that underestimated whole random networks by several percent and up to 12-18 %.
+timed with caches, allocator and launch queue as a real inference leaves them. Timing a layer alone
+instead keeps its weights warm in cache and misses the hand-over between layers; on this project's
+2-vCPU EPYC (1 thread, 224x224) that under-predicted random whole networks by 11-19 %, while the
+in-context profile is unbiased (-2..+1 %); see benchmarks/profile_accuracy.py.
 
 Probe design: every probe network keeps all 20 searchable layers; in each round, each layer takes each
 of its variants (k, e) -- and, with `se=True`, (k, e) with SE 0.25 -- in exactly one probe, in an
 order shuffled per layer, so neighbours vary (a random Latin design). A variant's runtime is the mean
-over rounds of its median-over-repeats segment time; the constant is the median of stem + layer 0 +
-layer 21 + head over all probes; SE factors are s = R(k, e, SE) / R(k, e) (Eq. 14).
+over rounds of its segment time; the constant is the median of stem + layer 0 + layer 21 + head over
+all probes; SE factors are s = R(k, e, SE 0.25) / R(k, e) (Eq. 14; SE 0.5 assumed equal, obs. (i)).
 
-`validate` then times N random whole networks and compares them with the profile's prediction
-(paper, Pixel 1: 1.76 % mean error, 1.32 ms RMSE).
+Drift: every timed item (probe or validation network) gets `warmup` untimed and `repeats` timed
+forwards per pass, in `passes` shuffled passes, and keeps its median over passes; `profile_device`
+interleaves the validation networks with the probes, so a load change on a shared machine hits
+profile and validation alike. clock="cpu" (thread CPU time, 1 CPU thread) leaves out time the process
+spends preempted, for machines that other jobs share.
+
+`validate` compares random whole networks with the profile's prediction (paper, Pixel 1: 1.76 % mean
+error, 1.32 ms RMSE).
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -35,21 +43,50 @@ from ..spaces.mbconv import SE_RATIOS, Block, MBConvArch, layer_specs
 from .profiles import LAYERS, VARIANTS, Profile
 from .runtime import exact_runtime
 
+CLOCKS = {
+    "wall": time.perf_counter,  # latency as a user sees it; needs an otherwise idle machine
+    # CPU time of the calling thread: with 1 thread torch computes there, so this is the latency the
+    # network would have on an idle machine even while other processes share the cores (preemption
+    # does not count). Not meaningful with more threads (work runs in the pool) nor on a GPU.
+    "cpu": time.thread_time,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timing:
+    """How every item is timed: device, CPU threads, clock and the repeat / warm-up / pass counts."""
+
+    device: str = "cpu"       # "cpu" or "cuda[:N]"
+    threads: int = 1          # torch.set_num_threads while timing (CPU)
+    repeats: int = 5          # timed forwards per item and pass; their median is the pass's value
+    warmup: int = 2           # untimed forwards before them (first-call allocations, caches)
+    passes: int = 4           # shuffled passes over all items; the median over passes is kept
+    clock: str = "wall"
+
+    def __post_init__(self):
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise UsageError(f"unknown device {self.device!r}; valid choices: cpu, cuda")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError("device 'cuda' asked for but no CUDA GPU is available; valid choices: cpu")
+        if not (isinstance(self.threads, int) and self.threads >= 1):
+            raise UsageError(f"threads must be an integer >= 1, got {self.threads!r}")
+        if self.repeats < 1 or self.warmup < 0 or self.passes < 1:
+            raise UsageError(f"need repeats >= 1, warmup >= 0, passes >= 1; got {self.repeats}, {self.warmup}, "
+                             f"{self.passes}")
+        if self.clock not in CLOCKS:
+            raise UsageError(f"unknown clock {self.clock!r}; valid choices: {', '.join(CLOCKS)}")
+        if self.clock == "cpu" and (self.device != "cpu" or self.threads != 1):
+            raise UsageError("clock 'cpu' (thread CPU time) needs device cpu with threads 1; use clock 'wall'")
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
 
 # -- timing primitives -------------------------------------------------------------------------------
-def check_device(device: str) -> torch.device:
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise UsageError(f"unknown device {device!r}; valid choices: cpu, cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' asked for but no CUDA GPU is available; valid choices: cpu")
-    return torch.device(device)
-
-
 @contextmanager
 def timing_env(threads: int):
     """Fixed thread count and flushed denormals while timing; the caller's settings come back after."""
-    if not (isinstance(threads, int) and threads >= 1):
-        raise UsageError(f"threads must be an integer >= 1, got {threads!r}")
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # random weights can drift into denormals, which are slow on CPU
@@ -61,23 +98,7 @@ def timing_env(threads: int):
         torch.set_num_threads(old)
 
 
-CLOCKS = {
-    "wall": time.perf_counter,  # latency as a user sees it; needs an otherwise idle machine
-    # CPU time of the calling thread: with 1 thread torch computes there, so this is the latency the
-    # layer would have on an idle machine even while other processes share the cores (preemption
-    # does not count). Not meaningful with more threads (work runs in the pool) nor on a GPU.
-    "cpu": time.thread_time,
-}
-
-
-def check_clock(clock: str, device: torch.device, threads: int) -> None:
-    if clock not in CLOCKS:
-        raise UsageError(f"unknown clock {clock!r}; valid choices: {', '.join(CLOCKS)}")
-    if clock == "cpu" and (device.type != "cpu" or threads != 1):
-        raise UsageError("clock 'cpu' (thread CPU time) needs device cpu with threads 1; use clock 'wall'")
-
-
-def _segments(net: nn.Module, x: torch.Tensor, clock=time.perf_counter) -> list[float]:
+def _segments(net: nn.Module, x: torch.Tensor, clock: Callable[[], float]) -> list[float]:
     """One forward of a ChildNet with a timestamp at every boundary: [stem, layer..., head] in ms."""
     if x.is_cuda:
         marks = [torch.cuda.Event(enable_timing=True) for _ in range(len(net.layers) + 3)]
@@ -99,21 +120,22 @@ def _segments(net: nn.Module, x: torch.Tensor, clock=time.perf_counter) -> list[
     return [(b - a) * 1e3 for a, b in zip(marks, marks[1:])]
 
 
-def _median_segments(net: nn.Module, x: torch.Tensor, repeats: int, warmup: int, clock: str = "wall") -> list[float]:
-    for _ in range(warmup):
-        _segments(net, x, CLOCKS[clock])
-    runs = [_segments(net, x, CLOCKS[clock]) for _ in range(repeats)]
+def time_segments(net: nn.Module, x: torch.Tensor, t: Timing) -> list[float]:
+    """Median over `t.repeats` forwards of each boundary-to-boundary segment (ms), after warm-up."""
+    for _ in range(t.warmup):
+        _segments(net, x, CLOCKS[t.clock])
+    runs = [_segments(net, x, CLOCKS[t.clock]) for _ in range(t.repeats)]
     return [statistics.median(col) for col in zip(*runs)]
 
 
-def time_network(net: nn.Module, x: torch.Tensor, repeats: int, warmup: int, clock: str = "wall") -> float:
-    """Median time (ms, `clock`) of a whole forward pass, after `warmup` untimed passes."""
+def time_network(net: nn.Module, x: torch.Tensor, t: Timing) -> float:
+    """Median time (ms) of a whole forward pass of any module over `t.repeats`, after warm-up."""
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    now = CLOCKS[clock]
-    for _ in range(warmup):
+    now = CLOCKS[t.clock]
+    for _ in range(t.warmup):
         net(x)
     times = []
-    for _ in range(repeats):
+    for _ in range(t.repeats):
         sync()
         t0 = now()
         net(x)
@@ -122,16 +144,32 @@ def time_network(net: nn.Module, x: torch.Tensor, repeats: int, warmup: int, clo
     return statistics.median(times)
 
 
-def _device_name(device: torch.device, threads: int) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA, batch 1, torch {torch.__version__})"
+def run_interleaved(jobs: list[Callable[[], object]], t: Timing, seed: int, progress: bool) -> list[list]:
+    """Run every job once per pass, in a fresh shuffled order each pass; returns each job's results."""
+    rng = random.Random(seed)
+    runs = [[] for _ in jobs]
+    order = list(range(len(jobs)))
+    for _ in _bar(range(t.passes), f"timing {len(jobs)} networks", progress):
+        rng.shuffle(order)
+        for j in order:
+            runs[j].append(jobs[j]())
+    return runs
+
+
+def _median_lists(runs: list[list[float]]) -> list[float]:
+    return [statistics.median(col) for col in zip(*runs)]
+
+
+def _device_name(t: Timing) -> str:
+    if t.device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(t.torch_device)} (CUDA, batch 1, torch {torch.__version__})"
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                    if l.startswith("model name"))
     except (OSError, StopIteration):  # not Linux: keep platform's name
         pass
-    return f"{cpu} (CPU, {threads} thread{'s' * (threads > 1)}, batch 1, torch {torch.__version__})"
+    return f"{cpu} (CPU, {t.threads} thread{'s' * (t.threads > 1)}, batch 1, torch {torch.__version__})"
 
 
 def _bar(iterable, desc: str, progress: bool):
@@ -142,34 +180,11 @@ def _bar(iterable, desc: str, progress: bool):
     return tqdm(iterable, desc=desc, leave=False)
 
 
-# -- profiling -----------------------------------------------------------------------------------------
-def measure_profile(device: str = "cpu", threads: int = 1, image_size: int = 224, width: float = 1.0,
-                    repeats: int = 20, warmup: int = 5, rounds: int = 2, se: bool = True, seed: int = 0,
-                    name: str | None = None, progress: bool = True, clock: str = "wall") -> Profile:
-    """Time the layer variants in context (see the module doc) and return them as a Profile."""
-    dev = check_device(device)
-    check_clock(clock, dev, threads)
-    if repeats < 1 or warmup < 0 or rounds < 1:
-        raise UsageError(f"need repeats >= 1, warmup >= 0, rounds >= 1; got {repeats}, {warmup}, {rounds}")
-    if image_size < 16:
-        raise UsageError(f"image_size must be >= 16, got {image_size}")
-    plan = probe_plan(rounds, se, seed)
-    x = torch.randn(1, 3, image_size, image_size, device=dev)
-    segments = []
-    with timing_env(threads):
-        for blocks in _bar(plan, "profiling layers", progress):
-            net = MBConvArch(blocks, width=width, image_size=image_size).build().to(dev).eval()
-            segments.append(_median_segments(net, x, repeats, warmup, clock))
-    settings = dict(device=device, threads=threads, image_size=image_size, width=width, repeats=repeats,
-                    warmup=warmup, rounds=rounds, se=se, seed=seed, clock=clock,
-                    method="in-context layer boundaries")
-    return profile_from_probes(plan, segments, name=name or f"{dev.type}-{threads}t-{image_size}px",
-                               device=_device_name(dev, threads), input_size=image_size, width=width,
-                               measured={"settings": settings})
-
-
+# -- probes and profiles --------------------------------------------------------------------------------
 def probe_plan(rounds: int, se: bool, seed: int) -> list[tuple[Block, ...]]:
     """The probe networks: per round, each layer takes each variant in one probe, in a per-layer random order."""
+    if rounds < 1:
+        raise UsageError(f"rounds must be >= 1, got {rounds}")
     variants = [Block(k, e, 0.0) for k, e in VARIANTS] + ([Block(k, e, 0.25) for k, e in VARIANTS] if se else [])
     rng = random.Random(seed)
     plan = []
@@ -193,7 +208,16 @@ def profile_from_probes(plan: list[tuple[Block, ...]], segments: list[list[float
     return Profile(constant_ms=constant, tables=tables, se_factors=se_factors, **fields)
 
 
-# -- validation ----------------------------------------------------------------------------------------
+def random_arch(rng: random.Random, width: float, image_size: int, se: bool) -> MBConvArch:
+    """A network with each searchable layer drawn uniformly from its choices (skip where allowed)."""
+    ratios = SE_RATIOS if se else (0.0,)
+    blocks = []
+    for spec in layer_specs(width, image_size)[1:-1]:
+        options = [Block(k, e, r) for k, e in VARIANTS for r in ratios] + [Block(skip=True)] * spec.skippable
+        blocks.append(rng.choice(options))
+    return MBConvArch(tuple(blocks), width=width, image_size=image_size)
+
+
 @dataclass(frozen=True)
 class Validation:
     """Predicted vs measured runtimes of random whole networks (the check of paper Fig. 4, left)."""
@@ -224,56 +248,69 @@ class Validation:
                 **{k: list(v) for k, v in dataclasses.asdict(self).items()}}
 
 
-def random_arch(rng: random.Random, width: float, image_size: int, se: bool) -> MBConvArch:
-    """A network with each searchable layer drawn uniformly from its choices (skip where allowed)."""
-    ratios = SE_RATIOS if se else (0.0,)
-    blocks = []
-    for spec in layer_specs(width, image_size)[1:-1]:
-        options = [Block(k, e, r) for k, e in VARIANTS for r in ratios] + [Block(skip=True)] * spec.skippable
-        blocks.append(rng.choice(options))
-    return MBConvArch(tuple(blocks), width=width, image_size=image_size)
+def _measure(t: Timing, image_size: int, width: float, plan: list, archs: list[MBConvArch], seed: int,
+             progress: bool) -> tuple[list[list[float]], list[float]]:
+    """Probe segment times and whole-network times, all in one interleaved schedule."""
+    if image_size < 16:
+        raise UsageError(f"image_size must be >= 16, got {image_size}")
+    dev = t.torch_device
+    x = torch.randn(1, 3, image_size, image_size, device=dev)
+    with timing_env(t.threads):
+        build = lambda arch: arch.build().to(dev).eval()
+        probes = [build(MBConvArch(blocks, width=width, image_size=image_size)) for blocks in plan]
+        nets = [build(arch) for arch in archs]
+        jobs = [lambda n=n: time_segments(n, x, t) for n in probes] + [lambda n=n: time_network(n, x, t) for n in nets]
+        runs = run_interleaved(jobs, t, seed, progress)
+    return [_median_lists(r) for r in runs[:len(probes)]], [statistics.median(r) for r in runs[len(probes):]]
 
 
-def validate(profile: Profile, n: int = 20, *, device: str | None = None, threads: int | None = None,
-             repeats: int | None = None, warmup: int | None = None, clock: str | None = None, seed: int = 1,
-             progress: bool = True, verbose: bool = True) -> Validation:
+def _report(profile: Profile, archs: list[MBConvArch], measured: list[float], verbose: bool) -> Validation:
+    v = Validation(tuple(map(str, archs)), tuple(exact_runtime(profile, a) for a in archs), tuple(measured))
+    if verbose:
+        print(f"profile {profile.name}: {v.summary()}")
+    return v
+
+
+def validate(profile: Profile, n: int = 30, timing: Timing | None = None, *, seed: int = 1, progress: bool = True,
+             verbose: bool = True) -> Validation:
     """Time `n` random networks at the profile's input size and width against the profile's prediction.
 
-    Device, threads, repeats, warm-up and clock default to those the profile was measured with (our
-    profiles) or cpu / 1 / 20 / 5 / wall. Random networks use SE only if the profile has SE factors.
+    `timing` defaults to the one the profile was measured with (our profiles), else Timing().
+    Random networks use SE only if the profile has SE factors.
     """
     if n < 1:
         raise UsageError(f"validate needs n >= 1 networks, got {n}")
-    s = (profile.measured or {}).get("settings", {})
-    device, threads = device or s.get("device", "cpu"), threads or s.get("threads", 1)
-    repeats, warmup = repeats or s.get("repeats", 20), s.get("warmup", 5) if warmup is None else warmup
-    clock = clock or s.get("clock", "wall")
-    dev = check_device(device)
-    check_clock(clock, dev, threads)
+    if timing is None:
+        timing = Timing(**(profile.measured or {}).get("settings", {}).get("timing", {}))
     rng = random.Random(seed)
     archs = [random_arch(rng, profile.width, profile.input_size, bool(profile.se_factors)) for _ in range(n)]
-    x = torch.randn(1, 3, profile.input_size, profile.input_size, device=dev)
-    measured = []
-    with timing_env(threads):
-        for arch in _bar(archs, "validating", progress):
-            measured.append(time_network(arch.build().to(dev).eval(), x, repeats, warmup, clock))
-    result = Validation(tuple(map(str, archs)), tuple(exact_runtime(profile, a) for a in archs), tuple(measured))
-    if verbose:
-        print(f"profile {profile.name}: {result.summary()}")
-    return result
+    _, measured = _measure(timing, profile.input_size, profile.width, [], archs, seed, progress)
+    return _report(profile, archs, measured, verbose)
 
 
-def profile_device(device: str = "cpu", threads: int = 1, image_size: int = 224, repeats: int = 20,
-                   validate_n: int = 20, out: str | Path | None = None, width: float = 1.0, *, warmup: int = 5,
-                   rounds: int = 2, se: bool = True, seed: int = 0, name: str | None = None,
-                   progress: bool = True, clock: str = "wall") -> Profile:
-    """Measure a profile, validate it on `validate_n` random networks (0: skip) and save it to `out`."""
-    profile = measure_profile(device, threads, image_size, width, repeats, warmup, rounds, se, seed, name, progress,
-                              clock)
+def profile_device(device: str = "cpu", threads: int = 1, image_size: int = 224, repeats: int = 5,
+                   validate_n: int = 30, out: str | Path | None = None, width: float = 1.0, *, warmup: int = 2,
+                   passes: int = 4, rounds: int = 2, se: bool = True, clock: str = "wall", seed: int = 0,
+                   name: str | None = None, progress: bool = True, verbose: bool = True) -> Profile:
+    """Measure a device profile in context, validate it on `validate_n` random networks timed in the same
+    interleaved schedule (0: no validation), and save it to `out` (our JSON format) when given."""
+    t = Timing(device=device, threads=threads, repeats=repeats, warmup=warmup, passes=passes, clock=clock)
+    if validate_n < 0:
+        raise UsageError(f"validate_n must be >= 0, got {validate_n}")
+    plan = probe_plan(rounds, se, seed)
+    rng = random.Random(seed + 1)
+    archs = [random_arch(rng, width, image_size, se) for _ in range(validate_n)]
+    segments, measured = _measure(t, image_size, width, plan, archs, seed, progress)
+    settings = {"timing": dataclasses.asdict(t), "image_size": image_size, "width": width, "rounds": rounds,
+                "se": se, "seed": seed, "method": "in-context layer boundaries, interleaved passes"}
+    profile = profile_from_probes(plan, segments, name=name or f"{t.torch_device.type}-{threads}t-{image_size}px",
+                                  device=_device_name(t), input_size=image_size, width=width,
+                                  measured={"settings": settings})
     if validate_n:
-        v = validate(profile, validate_n, progress=progress, seed=seed + 1)
+        v = _report(profile, archs, measured, verbose)
         profile = dataclasses.replace(profile, measured={**profile.measured, "validation": v.to_json()})
     if out is not None:
         path = profile.save(out)
-        print(f"wrote profile {profile.name} to {path}")
+        if verbose:
+            print(f"wrote profile {profile.name} to {path}")
     return profile
