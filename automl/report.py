@@ -78,3 +78,68 @@ def write_report(path: Path, table, config) -> Path:
 def _is_log(config, name: str) -> bool:
     space = {p.name: p for p in config.space().params}
     return name in space and space[name].log
+
+
+# -- helpers for the multi-study reports (compare solvers, fidelity grid, variance) -----------------
+
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+          "#bcbd22", "#17becf")
+
+
+def rgba(color: str, alpha: float) -> str:
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def add_band(fig, x, mean, std, *, name: str, color: str, row: int | None = None, col: int | None = None) -> None:
+    """Mean line with a shaded mean +- std band (repeated runs of one method)."""
+    import plotly.graph_objects as go
+
+    x, mean, std = np.asarray(x, float), np.asarray(mean, float), np.nan_to_num(np.asarray(std, float))
+    keep = ~np.isnan(mean)
+    x, mean, std = x[keep], mean[keep], std[keep]
+    rc = dict(row=row, col=col) if row is not None else {}
+    fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
+                             fill="toself", fillcolor=rgba(color, 0.2), line=dict(width=0), hoverinfo="skip",
+                             legendgroup=name, showlegend=False, line_shape="hv"), **rc)
+    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=name, legendgroup=name, line=dict(color=color),
+                             line_shape="hv"), **rc)
+
+
+def heatmap(fig, df, x: str, y: str, z: str, *, row: int, col: int, colorbar_x: float, fmt: str = ".3f",
+            zmid: float | None = None, colorscale: str = "Viridis") -> None:
+    """A z(x, y) heatmap of a long table with each cell's value written in it; x categorical (its values
+    formatted), so a log-spaced grid gets equal-width cells."""
+    import plotly.graph_objects as go
+
+    piv = df.pivot_table(index=y, columns=x, values=z, aggfunc="mean").sort_index()
+    piv = piv[sorted(piv.columns)]
+    xs = [f"{v:.3g}" for v in piv.columns]
+    text = [[("" if np.isnan(v) else format(v, fmt)) for v in r] for r in piv.to_numpy(float)]
+    fig.add_trace(go.Heatmap(z=piv.to_numpy(float), x=xs, y=[str(v) for v in piv.index], text=text,
+                             texttemplate="%{text}", colorscale=colorscale, zmid=zmid,
+                             colorbar=dict(x=colorbar_x, len=0.4, title=z)), row=row, col=col)
+    fig.update_xaxes(type="category", row=row, col=col)
+    fig.update_yaxes(type="category", row=row, col=col)
+
+
+def write_page(path: Path, title: str, parts: list) -> Path:
+    """One self-contained HTML page of headings, paragraphs, tables (str) and plotly figures; plotly.js
+    inlined once (the first figure), so the page opens offline. Written atomically."""
+    body, js = [], True
+    for p in parts:
+        if isinstance(p, str):
+            body.append(p)
+        else:
+            body.append(p.to_html(full_html=False, include_plotlyjs=js))
+            js = False
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+            f"<body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>")
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(page)
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def table_html(df, digits: int = 4) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.{digits}g}", na_rep="-")

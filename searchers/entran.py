@@ -138,7 +138,9 @@ class EnTranNet(nn.Module):
         """Connection coefficients of one cell type: Eq. 5 softmax, Eq. 7 node normalisation,
         Eq. 8 thresholding, Eq. 9 operation normalisation."""
         p = F.softmax(self.alpha[kind] / self.tau, dim=-1)
-        t = torch.sigmoid(self.beta[kind])
+        # t < 1 is what keeps a node's strongest connection (p^ = 1) alive; in float32 sigmoid(beta)
+        # rounds to exactly 1 for beta > ~17, so hold it just below.
+        t = torch.sigmoid(self.beta[kind]).clamp(max=1 - 2 ** -20)
         out = []
         for j, rows in enumerate(node_rows(self.steps)):
             pj = p[rows.start:rows.stop]

@@ -218,3 +218,24 @@ class SinglePathNAS(Searcher):
         self.arch_opt.load_state_dict(state["arch_opt"])
         for m, f in zip(self.net.searchable(), state["frozen"]):
             m.frozen = None if f is None else Block.parse(f)
+
+    @torch.no_grad()
+    def sample_archs(self, n: int, generator: torch.Generator) -> list[MBConvArch]:
+        """`n` architectures drawn from the softmax variant's distribution (Eq. 18): per layer, kernel,
+        expansion-or-skip and SE ratio each from softmax(tau), independently (the intra-run samples of
+        Fig. 8). Only softmax has a distribution: sigmoid / STE decisions are thresholds."""
+        if self.params.variant != "softmax":
+            raise UsageError(f"only the softmax variant has an architecture distribution to sample, "
+                             f"not {self.params.variant}")
+        draw = lambda tau: int(torch.multinomial(tau.detach().float().softmax(0).cpu(), 1, generator=generator))
+        net, archs = self.net, []
+        for _ in range(n):
+            blocks = []
+            for m in net.searchable():
+                kernel, e, se = (3, 5)[draw(m.tau_k)], draw(m.tau_e), (0.0, 0.25, 0.5)[draw(m.tau_se)]
+                if m.spec.skippable:   # tau_e orders {skip, e3, e6}; unskippable layers {e3, e6}
+                    e -= 1
+                blocks.append(Block(skip=True) if e < 0 else Block(kernel, (3, 6)[e], se))
+            archs.append(MBConvArch(tuple(blocks), width=net.width, image_size=net.image_size,
+                                    num_classes=net.num_classes, dropout=net.dropout))
+        return archs

@@ -40,6 +40,7 @@ def add_common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--width", type=float, default=None, help="supernet width (default: 0.25 on digits, else 1.0)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--data-limit", type=int, default=None, help="use the first N images of each split (quick runs)")
     p.add_argument("--out", default=out_default)
     p.add_argument("--resume", action="store_true", help="continue the study in --out")
 

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-epochs", type=int, default=None, help="total search epochs (default trials x fidelity)")
     p.add_argument("--fidelity", type=int, default=6, help="search epochs of one full trial")
     p.add_argument("--min-fidelity", type=int, default=2)
-    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=2, help="trials at once (default 2: one per core of a laptop)")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="default: all cores / concurrency")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="default: 1/concurrency with --device cuda")
     p.add_argument("--address", default=None, help="join this Ray cluster (HOST:PORT) instead of starting one")
@@ -42,7 +42,7 @@ def config_from_args(args):
     return StudyConfig(out=args.out, searcher=args.searcher, searcher_params=parse_kv(args.param),
                        solver=args.solver, target=target, target_metric=metric, trials=args.trials,
                        budget_epochs=args.budget_epochs, fidelity=args.fidelity, min_fidelity=args.min_fidelity,
-                       concurrency=args.concurrency, data=args.data, profile=args.profile, seed=args.seed,
+                       concurrency=args.concurrency, data=args.data, data_limit=args.data_limit, profile=args.profile, seed=args.seed,
                        device=args.device, width=default_width(args), batch_size=args.batch_size,
                        cpus_per_trial=cpus, gpus_per_trial=gpus, address=args.address)
 

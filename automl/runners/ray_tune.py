@@ -37,12 +37,17 @@ def check_address(address: str | None) -> None:
         raise UsageError(f"cannot reach Ray cluster at {address}: {e.strerror or e}") from None
 
 
-def trainable(config: dict) -> None:
-    """One trial: a full inner NAS search for the proposal in `config`."""
+PROPOSAL_KEYS = ("trial", "epochs", "info")
+
+
+def trainable(config: dict, study_json: dict) -> None:
+    """One trial: a full inner NAS search for the proposal in `config` (its hyperparameters at the
+    top level, so Ray's live table shows them; the study arrives once through tune.with_parameters)."""
     from ray import tune
 
-    study = StudyConfig.from_json(config["study"])
-    proposal = Proposal(**config["proposal"])
+    study = StudyConfig.from_json(study_json)
+    proposal = Proposal(trial_id=config["trial"], fidelity=config["epochs"], info=config.get("info", {}),
+                        params={k: v for k, v in config.items() if k not in PROPOSAL_KEYS})
     torch.set_num_threads(max(1, int(study.cpus_per_trial)))
     searcher = make_searcher(study, proposal)
     ckpt = tune.get_checkpoint()
@@ -53,23 +58,28 @@ def trainable(config: dict) -> None:
     def on_epoch(m):
         with tempfile.TemporaryDirectory() as d:
             torch.save(searcher.state_dict(), Path(d) / STATE_FILE)
-            tune.report(_epoch_metrics(study, m), checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(_epoch_metrics(study, proposal.params, m), checkpoint=tune.Checkpoint.from_directory(d))
 
     row = run_trial(study, proposal, result_dir=Path(study.out) / "trials" / f"{proposal.trial_id:04d}",
                     on_epoch=on_epoch, searcher=searcher)
-    final = {k: v for k, v in row.flat().items() if v is not None}
-    final.update(done_row=True, reward=row.reward if row.status == "ok" else 0.0)
+    flat = {k: v for k, v in row.flat().items() if v is not None}
+    final = {**proposal.params, "runtime_ms": flat.pop("runtime_ms", None), "val_acc": flat.pop("val_acc", None),
+             "reward": row.reward if row.status == "ok" else 0.0, **flat, "done_row": True}
+    final = {k: v for k, v in final.items() if v is not None}
     tune.report(final)
 
 
-def _epoch_metrics(study: StudyConfig, m) -> dict:
-    d = {"epoch": m.epoch, "loss": m.loss, "val_acc": m.val_acc, "flops": m.flops, "arch": m.arch}
+def _epoch_metrics(study: StudyConfig, params: dict, m) -> dict:
+    # Ray's live table shows the first four numeric metrics: hyperparameters, cost, accuracy, reward
+    d = dict(params)
     if m.runtime_ms is not None:
         d["runtime_ms"] = m.runtime_ms
+    d["val_acc"] = m.val_acc
     try:
         d["reward"] = trial_reward(study, m.val_acc, m.runtime_ms, m.flops)  # Eq. 19 so far
     except UsageError:
         pass
+    d.update(epoch=m.epoch, loss=m.loss, flops=m.flops, arch=m.arch)
     return d
 
 
@@ -107,8 +117,7 @@ def make_adapter(solver: Solver, study: StudyConfig, on_row: Callable[[TrialRow]
                 return Searcher.FINISHED
             self.asked += 1
             self.live[trial_id] = p
-            return {"study": study.to_json(), "proposal": {"trial_id": p.trial_id, "params": p.params,
-                                                           "fidelity": p.fidelity, "info": p.info}}
+            return {"trial": p.trial_id, **p.params, "epochs": p.fidelity, "info": p.info}
 
         def save(self, checkpoint_path: str) -> None:
             """Nothing to save: a study resumes from trials.csv (tuning.py), not from Ray's state."""
@@ -154,7 +163,7 @@ def run_ray(study: StudyConfig, solver: Solver, *, max_trials: int, on_row: Call
 
     resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
     tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
+        tune.with_resources(tune.with_parameters(trainable, study_json=study.to_json()), resources),
         tune_config=tune.TuneConfig(search_alg=make_adapter(solver, study, record, max_trials),
                                     num_samples=max_trials, max_concurrent_trials=study.concurrency,
                                     metric="reward", mode="max"),

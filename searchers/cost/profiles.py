@@ -225,7 +225,8 @@ def load_profile(name_or_path: str | Path) -> Profile:
         path = Path(s).expanduser()
         name = path.stem
         if not path.is_file():
-            raise UsageError(f"unknown device profile {s!r} (not a file); bundled profiles: {', '.join(BUNDLED)}")
+            raise UsageError(f"unknown device profile {s!r} (not a bundled name nor a file); valid choices: "
+                             f"{', '.join(BUNDLED)} or a profile file")
     is_yaml = path.suffix in (".yaml", ".yml")
     try:
         text = path.read_text()

@@ -93,7 +93,8 @@ def layer_runtime(table: Mapping[tuple[int, int], float], d_e3: Number, d_e6: Nu
     return (1 - d_se25) * r_ke + d_se25 * (d_e6 * s_e6 + (1 - d_e6) * s_e3) * r_ke
 
 
-def differentiable_runtime(profile: Profile, indicators_per_layer: Sequence[Indicators | Mapping[str, Number]]) -> Number:
+def differentiable_runtime(profile: Profile,
+                           indicators_per_layer: Sequence[Indicators | Mapping[str, Number]]) -> Number:
     """Eq. 11: network runtime (ms) = constant + sum of the 20 searchable layers' Eq. 17 runtimes.
 
     `indicators_per_layer` holds one `Indicators` (or a mapping with its field names) per layer 1..20.

@@ -96,10 +96,12 @@ def make_op(name: str, c: int, stride: int) -> nn.Module:
         return SepConv(c, int(name[-1]), stride)
     if name in ("dil3", "dil5"):
         return DilConv(c, int(name[-1]), stride)
+    # Pooling is followed by a non-affine BN, as in DARTS' search network (its MixedOp): without it,
+    # max-pool outputs (mean > 0) pile up along a cell's dense connections.
     if name == "max3":
-        return nn.MaxPool2d(3, stride, 1)
+        return nn.Sequential(nn.MaxPool2d(3, stride, 1), _bn(c))
     if name == "avg3":
-        return nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+        return nn.Sequential(nn.AvgPool2d(3, stride, 1, count_include_pad=False), _bn(c))
     raise ValueError(f"unknown operator {name!r}; valid choices: {', '.join(OPS)}")
 
 

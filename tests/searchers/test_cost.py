@@ -12,7 +12,7 @@ from searchers.base import RunSettings
 from searchers.cost import (Cost, Indicators, MBConvDesc, NetDesc, Profile, count_flops, count_params,
                             differentiable_runtime, exact_cost, exact_runtime, hard_indicators, layer_runtime,
                             list_profiles, load_profile, net_counts, runtime_range)
-from searchers.cost.measure import profile_device, random_arch, validate
+from searchers.cost.measure import probe_plan, profile_device, random_arch, validate
 from searchers.cost.profiles import BUNDLED_DIR
 from searchers.errors import UsageError
 from searchers.spaces.mbconv import Block, MBConvArch
@@ -58,7 +58,7 @@ def test_proxyless_profile_is_about_20_percent_slower():
     rng = random.Random(0)
     archs = [random_arch(rng, 1.0, 224, se=False) for _ in range(50)]
     mean_ratio = sum(exact_runtime(px, a) / exact_runtime(sp, a) for a in archs) / len(archs)
-    assert 1.1 < mean_ratio < 1.3
+    assert 1.15 < mean_ratio < 1.25  # measured: 1.19 (1.194 over 1000 random networks)
 
 
 def _write(tmp_path, name, obj):
@@ -85,7 +85,7 @@ def test_bad_single_path_profiles_raise(tmp_path, edit, match):
 
 
 def test_bad_profile_files_raise(tmp_path):
-    with pytest.raises(UsageError, match="bundled profiles: pixel1-single-path, pixel1-proxylessnas-mobile"):
+    with pytest.raises(UsageError, match="valid choices: pixel1-single-path, pixel1-proxylessnas-mobile or a"):
         load_profile("pixel2")
     with pytest.raises(UsageError, match="cannot read"):
         load_profile(_write(tmp_path, "garbage.json", "{not json"))
@@ -234,29 +234,44 @@ def test_exact_cost():
 
 
 # -- profiling a device ---------------------------------------------------------------------------------
+TINY = dict(image_size=32, width=0.25, repeats=2, warmup=1, passes=2, rounds=1, progress=False)
+
+
 def test_tiny_cpu_profile_and_validate(tmp_path, capsys):
     threads = torch.get_num_threads()
-    p = profile_device("cpu", threads=1, image_size=32, width=0.25, repeats=3, validate_n=3, warmup=1, rounds=1,
-                       out=tmp_path / "cpu.json", progress=False)
+    p = profile_device("cpu", threads=1, validate_n=3, out=tmp_path / "cpu.json", **TINY)
     assert torch.get_num_threads() == threads  # the caller's setting comes back
-    assert p.input_size == 32 and p.width == 0.25 and p.constant_ms > 0 and p.se_factors
+    assert p.input_size == 32 and p.width == 0.25 and p.constant_ms > 0 and len(p.se_factors) == 80
     assert all(v > 0 for t in p.tables.values() for v in t.values())
     v = p.measured["validation"]
     assert len(v["measured_ms"]) == 3 and v["mae_pct"] >= 0 and v["rmse_ms"] >= 0
     assert load_profile(str(tmp_path / "cpu.json")) == p
-    again = validate(p, 2, repeats=2, warmup=0, progress=False)
+    again = validate(p, 2, seed=5, progress=False)  # timing settings come from the profile
     assert len(again.archs) == 2 and "mean abs error" in capsys.readouterr().out
+    assert all(MBConvArch.parse(a).image_size == 32 for a in again.archs)
+
+
+def test_probe_plan_covers_every_variant_once_per_round():
+    plan = probe_plan(rounds=2, se=True, seed=0)
+    assert len(plan) == 16
+    for i in range(20):
+        for r in (0, 1):
+            column = [blocks[i] for blocks in plan[8 * r:8 * r + 8]]
+            assert len(set(column)) == 8 and not any(b.skip for b in column)
 
 
 def test_profile_bad_input():
     with pytest.raises(UsageError, match="valid choices: cpu, cuda"):
-        profile_device("tpu", image_size=32, width=0.25, validate_n=0, progress=False)
+        profile_device("tpu", **TINY)
     with pytest.raises(UsageError, match="threads"):
-        profile_device("cpu", threads=0, image_size=32, width=0.25, repeats=1, validate_n=0, progress=False)
+        profile_device("cpu", threads=0, **TINY)
+    with pytest.raises(UsageError, match="clock 'cpu'.*threads 1"):
+        profile_device("cpu", threads=2, clock="cpu", **TINY)
+    with pytest.raises(UsageError, match="unknown clock 'gpu'; valid choices: wall, cpu"):
+        profile_device("cpu", clock="gpu", **TINY)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_tiny_cuda_profile():
-    p = profile_device("cuda", image_size=32, width=0.25, repeats=3, warmup=1, rounds=1, validate_n=2,
-                       progress=False)
+    p = profile_device("cuda", validate_n=2, **TINY)
     assert p.constant_ms > 0 and "CUDA" in p.device and p.measured["validation"]["rmse_ms"] >= 0

@@ -1,4 +1,11 @@
-"""GOLD-NAS on a tiny cell network (16x16 digits, C = 6, 3 cells of 2 nodes), a few seconds a search."""
+"""GOLD-NAS on a tiny cell network (16x16 digits, C = 4, 3 cells of 2 nodes): about 0.3 s an epoch.
+
+The search dynamics of so small a network are chaotic, so the searches below use fixed seeds (CPU runs
+are deterministic): a 20-epoch search for the Pareto front, and 4-epoch searches, where mu = 1 has
+pruned faster than mu = 0 on every seed tried (0-7), for the mu comparison and checkpointing. One
+torch thread: these tensors are too small to gain from more, and results then do not depend on it.
+"""
+import dataclasses
 import io
 
 import pytest
@@ -9,22 +16,32 @@ from searchers.gold import GoldNAS, Params, prune
 from searchers.spaces import parse_arch
 from searchers.spaces.cells import CellArch
 
-EPOCHS = 10
-BS = 32
-LIMIT = 384
-TINY = dict(channels=6, cells=3, steps=2, lr_w=0.1, lam0=0.02, n0=4)
+TINY = dict(channels=4, cells=3, steps=2, lr_w=0.1, lam0=0.02, n0=8)
+SHORT, LONG, PARETO_SEED = 4, 20, 1
 
 
-def make(mu: float, seed: int = 0, epochs: int | None = None, **kw) -> GoldNAS:
-    task = load_task("digits", limit=LIMIT, image_size=16)
-    settings = RunSettings(epochs=epochs or EPOCHS, seed=seed, batch_size=BS)
-    return GoldNAS(Params(mu=mu, **{**TINY, **kw}), task, settings)
+def make(mu: float, seed: int = 0, epochs: int = SHORT, **kw) -> GoldNAS:
+    task = load_task("digits", limit=256, image_size=16)
+    return GoldNAS(Params(mu=mu, **{**TINY, **kw}), task, RunSettings(epochs=epochs, seed=seed, batch_size=32))
 
 
 def run(s: GoldNAS) -> GoldNAS:
     while s.epoch < s.settings.epochs:
         s.step()
     return s
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def long():
+    return run(make(0.0, seed=PARETO_SEED, epochs=LONG))
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +77,8 @@ def test_prune_respects_thresholds_and_pace():
     assert n == 2 and new.tolist() == [True, False, False, True, True]  # only the n0 weakest below xi_max
 
 
-def test_one_search_gives_a_pareto_front(mu0):
-    front = mu0.extra_result()["pareto"]
+def test_one_search_gives_a_pareto_front(long):
+    front = long.extra_result()["pareto"]
     assert len(front) >= 3
     flops = [m["flops"] for m in front]
     assert all(a > b for a, b in zip(flops, flops[1:]))
@@ -74,8 +91,8 @@ def test_mu_pushes_toward_cheaper_networks(mu0, mu1):
     assert mu1.history[-1].flops < mu0.history[-1].flops
 
 
-def test_no_node_loses_its_inputs(mu0, mu1):
-    for s in (mu0, mu1):
+def test_no_node_loses_its_inputs(long, mu1):
+    for s in (long, mu1):
         per_node = torch.bincount(s.net.node_id[s.net.active], minlength=s.net.num_nodes)
         assert (per_node >= 1).all()
         for h in s.history:
@@ -83,51 +100,50 @@ def test_no_node_loses_its_inputs(mu0, mu1):
             assert all(len(node) >= 1 for cell in arch.cells for node in cell.nodes)
 
 
-def test_child_reproduces_search_logits(mu1):
-    arch, child = mu1.net.export()
-    x, _ = next(mu1.task.batches("val", 64))
-    mu1.net.eval()
+def test_child_reproduces_search_logits(long):
+    arch, child = long.net.export()
+    x, _ = next(long.task.batches("val", 64))
+    long.net.eval()
     with torch.no_grad():
-        assert torch.allclose(mu1.net(x), child(x), atol=1e-4)
-    assert sum(1 for _ in child.modules()) < sum(1 for _ in mu1.net.modules())  # pruned ops are gone
-    # the stored Pareto children are the search network of their epoch: same val accuracy
-    arch, chosen = mu1.derive()
-    member = mu1.pareto[mu1.chosen()]
-    assert str(arch) == member["arch"]
-    assert mu1.task.accuracy(chosen, "val") == member["val_acc"]
+        assert torch.allclose(long.net(x), child(x), atol=1e-4)
+    assert sum(p.numel() for p in child.parameters()) < sum(p.numel() for p in long.net.parameters()) / 2
+    # every stored Pareto child is the search network of its epoch: same val accuracy
+    for i, member in enumerate(long.pareto):
+        arch = CellArch.parse(member["arch"])
+        child = arch.build()
+        child.load_state_dict(member["state"])
+        assert long.task.accuracy(child, "val") == member["val_acc"]
+    arch, chosen = long.derive()
+    assert str(arch) == long.pareto[long.chosen()]["arch"]
 
 
-def test_arch_string_round_trips(mu0):
-    for h in mu0.history:
+def test_arch_string_round_trips(long):
+    for h in long.history:
         arch = parse_arch("cells", h.arch)
         assert str(arch) == h.arch and CellArch.parse(str(arch)) == arch
 
 
-def test_deliverable_follows_the_target(mu0):
-    front = mu0.pareto
-    cheapest = min(range(len(front)), key=lambda i: front[i]["flops"])
-    tiny = GoldNAS.make_params(**{**TINY, "target_mflops": 1e-9})
-    huge = GoldNAS.make_params(**{**TINY, "target_mflops": 1e9})
-    try:
-        mu0.params = tiny
-        assert mu0.chosen() == cheapest
-        mu0.params = huge
-        best = max(m["val_acc"] for m in front)
-        assert front[mu0.chosen()]["val_acc"] == best
-    finally:
-        mu0.params = Params(mu=0.0, **TINY)
+def test_deliverable_follows_the_target(long):
+    front, default = long.pareto, long.params
     best = max(m["val_acc"] for m in front)
-    pick = front[mu0.chosen()]
-    assert pick["val_acc"] >= best - mu0.params.acc_tolerance
-    assert all(m["flops"] >= pick["flops"] for m in front if m["val_acc"] >= best - mu0.params.acc_tolerance)
+    try:
+        long.params = dataclasses.replace(default, target_mflops=1e-9)  # nothing fits: the cheapest
+        assert front[long.chosen()]["flops"] == min(m["flops"] for m in front)
+        long.params = dataclasses.replace(default, target_mflops=1e9)   # everything fits: the most accurate
+        assert front[long.chosen()]["val_acc"] == best
+    finally:
+        long.params = default
+    # default: the cheapest member within acc_tolerance of the best
+    near = [m for m in front if m["val_acc"] >= best - default.acc_tolerance]
+    assert front[long.chosen()]["flops"] == min(m["flops"] for m in near)
 
 
 def test_checkpoint_restore_and_seed(mu1):
     first = make(1.0)
-    for _ in range(4):
+    for _ in range(2):
         first.step()
     # same seed, same first epochs
-    assert [h.loss for h in first.history] == [h.loss for h in mu1.history[:4]]
+    assert [h.loss for h in first.history] == [h.loss for h in mu1.history[:2]]
     buf = io.BytesIO()
     torch.save(first.state_dict(), buf)
     buf.seek(0)
@@ -143,15 +159,15 @@ def test_checkpoint_restore_and_seed(mu1):
     assert other.step().loss != mu1.history[0].loss
 
 
-def test_finish_saves_a_loadable_child(mu1, tmp_path):
-    result = mu1.finish()
+def test_finish_saves_a_loadable_child(long, tmp_path):
+    result = long.finish()
     arch = parse_arch("cells", result.arch)
     assert result.flops == arch.flops() and result.runtime_ms is None
     assert result.params == sum(p.numel() for p in arch.build().parameters())
     assert result.extra["pareto"] and result.extra["chosen"] is not None
     result.save(tmp_path, onnx=False)
     _, loaded = load_model(tmp_path / "model.pt")
-    x, _ = next(mu1.task.batches("val", 32))
+    x, _ = next(long.task.batches("val", 32))
     with torch.no_grad():
         assert torch.equal(loaded(x), result.model.eval()(x))
 

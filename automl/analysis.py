@@ -1,0 +1,85 @@
+"""Statistics over many trials and repeated runs: best-so-far curves on a common epoch axis (Fig. 9
+left), rank agreement of low vs full fidelity (DSNAS Table 2's Kendall tau), mean and spread of
+repeated searches (Fig. 8)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .report import best_so_far_curve
+
+
+def best_so_far_long(frames: dict[tuple, pd.DataFrame], keys: tuple[str, ...]) -> pd.DataFrame:
+    """One row per trial of every run: its keys, trial index, cumulative search epochs and best reward
+    so far (Eq. 19; a failed trial counts 0, the worst reward)."""
+    out = []
+    for key, df in frames.items():
+        if df.empty:
+            continue
+        epochs, best = best_so_far_curve(df)
+        out.append(pd.DataFrame({**dict(zip(keys, key)), "trial": np.arange(1, len(epochs) + 1),
+                                 "cum_epochs": epochs, "best_reward": best}))
+    cols = [*keys, "trial", "cum_epochs", "best_reward"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+
+
+def on_epoch_grid(curve: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
+    """A run's best-so-far step function read at `grid` epochs (NaN before its first finished trial)."""
+    x, y = curve["cum_epochs"].to_numpy(float), curve["best_reward"].to_numpy(float)
+    i = np.searchsorted(x, grid, side="right") - 1
+    return np.where(i >= 0, y[np.clip(i, 0, None)], np.nan)
+
+
+def mean_spread(curves: pd.DataFrame, group: str, run: str, grid: np.ndarray) -> pd.DataFrame:
+    """Per `group` (solver): mean and standard deviation over runs (repeats) of best-so-far at `grid`."""
+    out = []
+    for g, d in curves.groupby(group, sort=False):
+        ys = np.array([on_epoch_grid(c, grid) for _, c in d.groupby(run)])
+        with np.errstate(all="ignore"):   # epochs before any run finished a trial: NaN, not a warning
+            n = (~np.isnan(ys)).sum(0)
+            mean = np.where(n > 0, np.nansum(ys, 0) / np.maximum(n, 1), np.nan)
+            var = np.where(n > 0, np.nansum((ys - mean) ** 2, 0) / np.maximum(n, 1), np.nan)
+        out.append(pd.DataFrame({group: g, "epochs": grid, "mean": mean, "std": np.sqrt(var), "runs": n}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=[group, "epochs", "mean", "std", "runs"])
+
+
+def fidelity_rank_correlation(df: pd.DataFrame, params: list[str], metrics=("reward", "val_acc")) -> pd.DataFrame:
+    """Kendall tau between the ranking of hyperparameter values at each lower fidelity and at the
+    highest recorded fidelity, over values recorded at both (seeds averaged): does a cheap evaluation
+    rank lambdas as a full one does? (DSNAS Table 2; the assumption multi-fidelity solvers rest on,
+    which Fig. 9 right questions.)"""
+    from scipy.stats import kendalltau
+
+    cols = ["low_fidelity", "full_fidelity", "n", *[f"tau_{m}" for m in metrics], *[f"p_{m}" for m in metrics]]
+    ok = df[df["status"] == "ok"].copy()
+    if ok.empty or any(p not in ok.columns for p in params):
+        return pd.DataFrame(columns=cols)
+    for c in (*params, *metrics):
+        ok[c] = pd.to_numeric(ok[c], errors="coerce")
+    ok["key"] = [tuple(np.round(r, 12)) for r in ok[params].to_numpy(float)]   # csv round-trip tolerant
+    mean = ok.groupby(["key", "fidelity"])[list(metrics)].mean()
+    fids = sorted(ok["fidelity"].astype(int).unique())
+    if len(fids) < 2:
+        return pd.DataFrame(columns=cols)
+    full = fids[-1]
+    hi = mean.xs(full, level="fidelity")
+    out = []
+    for f in fids[:-1]:
+        lo = mean.xs(f, level="fidelity")
+        both = lo.index.intersection(hi.index)
+        row = {"low_fidelity": f, "full_fidelity": full, "n": len(both)}
+        for m in metrics:
+            tau, p = kendalltau(lo.loc[both, m], hi.loc[both, m]) if len(both) >= 2 else (np.nan, np.nan)
+            row[f"tau_{m}"], row[f"p_{m}"] = float(tau), float(p)
+        out.append(row)
+    return pd.DataFrame(out, columns=cols)
+
+
+def spread(df: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
+    """n, mean and standard deviation (ddof=1: an estimate from a sample of runs) of `cols` per group."""
+    g = df.groupby(by, sort=False)
+    out = g.size().rename("n").to_frame()
+    for c in cols:
+        v = pd.to_numeric(df[c], errors="coerce").groupby([df[b] for b in by], sort=False)
+        out[f"{c}_mean"], out[f"{c}_std"] = v.mean(), v.std(ddof=1)
+    return out.reset_index()

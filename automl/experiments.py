@@ -1,0 +1,169 @@
+"""Studies made of studies (compare solvers, fidelity grid, variance; Single-Path NAS paper Fig. 8-9).
+
+Each part is a sub-study in its own folder of the experiment's --out, run by the same machinery as
+tune_lambda (a solver's ask/tell, the Ray or the local runner, trials.csv, study.json). A finished
+sub-study gets a done.json marker, so --resume reads it back instead of running it again, and an
+interrupted one resumes trial by trial as run_study does. The experiment's own flags are kept in
+experiment.json: resuming with different flags is refused before any work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from searchers.errors import UsageError
+
+from .results import TrialsTable, write_json
+from .runners.local import observation, run_local
+from .solvers import Solver, make_solver
+from .solvers.base import Proposal
+from .study import StudyConfig, TrialRow, cached_task, make_searcher, run_trial
+from .tuning import prepare_out
+
+EXPERIMENT, DONE = "experiment.json", "done.json"
+
+
+def prepare_experiment(out: str | os.PathLike, spec: dict, *, resume: bool, resumable=()) -> Path:
+    """Refuse an --out that holds another experiment (or anything, without --resume). Writes nothing."""
+    out = Path(out)
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UsageError(f"--out {out} is not writable")
+    spec = json.loads(json.dumps(spec))     # tuples -> lists: compared as stored
+    stored = out / EXPERIMENT
+    if stored.exists():
+        if not resume:
+            raise UsageError(f"--out {out} already holds an experiment; pass --resume to continue it or choose another --out")
+        old = json.loads(stored.read_text())
+        diff = sorted(k for k in set(old) | set(spec) if k not in resumable and old.get(k) != spec.get(k))
+        if diff:
+            raise UsageError(f"--out {out} holds a different experiment (differs in: {', '.join(diff)}); "
+                             "use the same flags with --resume, or another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out} is not empty and holds no experiment; choose another --out")
+    return out
+
+
+def save_experiment(out: Path, spec: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / EXPERIMENT, spec)
+
+
+def is_done(out: str | os.PathLike) -> bool:
+    return (Path(out) / DONE).exists()
+
+
+def light_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | None = None,
+                after: Callable | None = None) -> TrialRow:
+    """run_trial, saving result.json (per-epoch history included) and model.pt but no ONNX: on a CPU
+    the export costs about as much as a tiny search, and an experiment of hundreds of searches deploys
+    none of them (model.pt exports later). `after(searcher, result_dir)` may save more (e.g. samples of
+    a softmax distribution, which only the live searcher holds)."""
+    try:
+        searcher = make_searcher(config, proposal)
+    except Exception:
+        return run_trial(config, proposal)   # records the failure the way every trial does
+    results = []
+    finish = searcher.finish
+    searcher.finish = lambda: results.append(finish()) or results[-1]   # keep the SearchResult
+    row = run_trial(config, proposal, searcher=searcher)
+    if row.status == "ok" and result_dir is not None:
+        results[-1].save(result_dir, onnx=False)
+        row.result_dir = str(result_dir)
+        if after is not None:
+            after(searcher, Path(result_dir))
+    return row
+
+
+_dashboard_printed = False
+
+
+def run_substudy(config: StudyConfig, *, resume: bool, runner: str = "local", solver: Solver | None = None,
+                 trial_fn: Callable | None = None, label: str | None = None, verbose: int = 0,
+                 on_row: Callable[[TrialRow], None] | None = None) -> TrialsTable:
+    """Run (or finish, or read back) one sub-study; returns its trials table.
+
+    `solver`: a solver instance (e.g. a GridSolver) instead of config.solver's; `label` replaces the
+    solver name in the rows (StudyConfig only admits registered solvers). `trial_fn` is the local
+    runner's (default light_trial; the replay runner passes its own); Ray runs its own trainable."""
+    global _dashboard_printed
+    out = Path(config.out)
+    space = config.space()
+    if resume and is_done(out):
+        prepare_out(config, resume=True)   # the same study, or refuse
+        return TrialsTable(out / "trials.csv", space.names)
+    prepare_out(config, resume)
+    solver = solver or make_solver(config.solver, space, budget_epochs=config.budget, seed=config.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "study.json")
+    table = TrialsTable(out / "trials.csv", space.names)
+    for row in table.rows:   # an interrupted sub-study: finished trials are told, not re-run
+        solver.charge(row.fidelity, row.trial_id)
+        solver.tell(observation(row))
+
+    def record(row: TrialRow):
+        if label:
+            row.solver = label
+        table.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    remaining = config.trials - len(table.rows)
+    if remaining > 0:
+        if runner == "ray":
+            from .runners.ray_tune import run_ray, start_ray
+            url = start_ray(config)
+            if url and not _dashboard_printed:
+                print(f"Ray dashboard: {url}", flush=True)
+                _dashboard_printed = True
+            run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose)
+        elif runner == "local":
+            run_local(config, solver, max_trials=remaining, on_row=record, trial_fn=trial_fn or light_trial)
+        else:
+            raise UsageError(f"unknown runner {runner!r}; valid choices: ray, local")
+    write_json(out / DONE, {"trials": len(table.rows), "spent_epochs": solver.spent_epochs})
+    return table
+
+
+def run_fixed(out: Path, *, searcher: str, searcher_params: dict, settings, data: str, data_limit: int | None,
+              target, seed: int, resume: bool, after: Callable | None = None) -> TrialsTable:
+    """One search with fixed hyperparameters, in-process, recorded as a one-row study folder
+    (trials.csv, fixed.json, trials/0000/). For searchers with nothing to tune, which StudyConfig
+    refuses (random search by rejection: its target window is its only knob)."""
+    from searchers import get_searcher
+    from .reward import reward
+
+    out = Path(out)
+    table = TrialsTable(out / "trials.csv", [])
+    if resume and is_done(out):
+        return table
+    cls = get_searcher(searcher)
+    row = TrialRow(trial_id=0, solver="none", params={}, fidelity=settings.epochs, seed=seed, target=target.value)
+    t0 = time.perf_counter()
+    try:
+        s = cls(cls.make_params(**searcher_params), cached_task(data, data_limit), settings)
+        result = s.run()
+        row.val_acc, row.test_acc, row.runtime_ms, row.flops, row.arch = (
+            result.val_acc, result.test_acc, result.runtime_ms, result.flops, result.arch)
+        row.reward = reward(result.val_acc, target.measure(result.runtime_ms, result.flops), target.value)  # Eq. 19
+        row.status, row.result_dir = "ok", str(out / "trials" / "0000")
+        result.save(row.result_dir, onnx=False)
+        if after is not None:
+            after(s, Path(row.result_dir))
+    except Exception as e:   # recorded like a failed trial; the experiment goes on
+        row.status, row.error = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    row.wall_s = round(time.perf_counter() - t0, 3)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "fixed.json", {"searcher": searcher, "searcher_params": searcher_params,
+                                    "settings": dataclasses.asdict(settings),
+                                    "data": data, "data_limit": data_limit})
+    table.rows = []
+    table.append(row)
+    write_json(out / DONE, {"trials": 1})
+    return table

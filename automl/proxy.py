@@ -1,0 +1,41 @@
+"""Proxy training of one architecture: a few epochs from scratch, for a "representative proxy-accuracy
+value" (Single-Path NAS paper Sec. VII-A, after MnasNet's aggressive training). The intra-run variance
+of Fig. 8 trains architectures sampled from a softmax search's distribution this way.
+
+The loop is random search's (searchers/random_search.py): Adam, cosine-decayed per step, augmented
+batches, the task's own splits; the seed is real (init, batch order and augmentation).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from searchers import RunSettings
+from searchers.cost import exact_cost
+from searchers.training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch
+
+
+def proxy_train(arch, task, settings: RunSettings, *, lr: float = 3e-3) -> dict:
+    """Train `arch` (an MBConvArch) for settings.epochs; its accuracies and cost."""
+    device = torch.device(settings.device)
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    task.to(device)
+    model = arch.build().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    n_steps = steps_per_epoch(len(task.train[1]), settings.batch_size)
+    loss_m = Mean()
+    for epoch in range(settings.epochs):
+        model.train()
+        for step, (x, y) in enumerate(task.batches("train", settings.batch_size, generator, augment=True,
+                                                   drop_last=True)):
+            set_lr(opt, cosine_lr(lr, epoch, step, n_steps, settings.epochs))
+            opt.zero_grad(set_to_none=True)
+            with autocast(device):
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            loss_m.add(loss)
+    cost = exact_cost(arch, task, settings)
+    return dict(val_acc=task.accuracy(model, "val"), test_acc=task.accuracy(model, "test"),
+                runtime_ms=cost.runtime_ms, flops=cost.flops, loss=loss_m.get(), arch=str(arch))

@@ -1,0 +1,204 @@
+"""Replay runner: answer a solver's proposals from recorded trials instead of running searches, so
+solvers can be compared over many repetitions in seconds (Single-Path NAS paper Fig. 9 left; the
+tabular / surrogate benchmarks of the HPO literature do the same).
+
+The record is what every study already writes: trials.csv rows (hyperparameters, fidelity, seed ->
+val_acc, test_acc, runtime_ms, flops, ...) with study.json beside them. The fidelity grid
+(studies/fidelity_grid.py) records every lambda at every epoch count, the natural table to replay.
+Per-epoch metrics are recorded too (trials/NNNN/result.json "history"); `epoch_table` assembles them
+into one table. A run of E epochs is not the first E epochs of a longer run (the cosine schedule,
+warm-up and fine-tuning phases all scale with the budget), so replay answers a fidelity from the
+trials recorded at that fidelity, not from truncated histories.
+
+How a proposal is answered (`ReplayTable.lookup`):
+  * rows at the proposal's fidelity, or at the nearest recorded one (ties: the higher, closer to a
+    full search); rows of the same (params, fidelity) recorded with several seeds are averaged, so the
+    replayed objective is deterministic and the same for every repeat of a comparison;
+  * mode "interpolate" (the default): val_acc, test_acc, runtime_ms, flops and wall_s linear in log
+    lambda between the two recorded neighbours (clamped at the ends, no extrapolation). The default
+    because a grid has few lambdas: nearest-neighbour turns the objective into a step function with as
+    many values as grid points, on which every solver ties as soon as it hits the best step;
+  * mode "nearest": the recorded point nearest in log space (exact answers only).
+Interpolation needs a single hyperparameter; with several, "interpolate" falls back to "nearest".
+The reward is then recomputed with Eq. 19 for the replaying study's target (not interpolated:
+Eq. 19 is not linear in R), so a table recorded for 80 ms also answers a study toward 60 ms.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from searchers.errors import UsageError, check_choice
+
+from ..results import BASE_COLUMNS
+from ..solvers.base import Proposal
+from ..study import StudyConfig, TrialRow, trial_reward
+
+MODES = ("interpolate", "nearest")
+METRICS = ("val_acc", "test_acc", "runtime_ms", "flops", "wall_s")
+REPLAYED = "replay:"   # result_dir of a replayed row: it is no record, and loading skips it
+
+
+def _trials_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(path.rglob("trials.csv"))
+    raise UsageError(f"recorded trials {path} do not exist (expected a trials.csv or a study folder)")
+
+
+def _read(csv: Path) -> pd.DataFrame:
+    df = pd.read_csv(csv, keep_default_na=False)
+    missing = {"fidelity", "status", *METRICS[:4]} - set(df.columns)
+    if missing:
+        raise UsageError(f"{csv} is not a trials table (missing {', '.join(sorted(missing))})")
+    study = csv.parent / "study.json"
+    meta = json.loads(study.read_text()) if study.exists() else {}
+    df["searcher"] = meta.get("searcher", "")
+    df["searcher_params"] = json.dumps(meta.get("searcher_params", {}), sort_keys=True) if meta else ""
+    df["source"] = str(csv)
+    return df
+
+
+class ReplayTable:
+    """Successful recorded trials of one or more studies, ready to answer proposals."""
+
+    def __init__(self, frame: pd.DataFrame):
+        ok = frame[(frame["status"] == "ok") & ~frame["result_dir"].astype(str).str.startswith(REPLAYED)]
+        self.frame = ok.reset_index(drop=True)
+        if self.frame.empty:
+            raise UsageError("the recorded trials hold no successful (non-replayed) trial to replay")
+        self._cache: dict[tuple, dict] = {}
+
+    @classmethod
+    def load(cls, *paths) -> "ReplayTable":
+        """From trials.csv files or study folders (searched recursively for trials.csv)."""
+        files = [f for p in paths for f in _trials_files(Path(p))]
+        if not files:
+            raise UsageError(f"no trials.csv under {', '.join(map(str, paths))}")
+        return cls(pd.concat([_read(f) for f in files], ignore_index=True))
+
+    @property
+    def param_columns(self) -> list[str]:
+        extra = {"searcher", "searcher_params", "source"}
+        return [c for c in self.frame.columns if c not in BASE_COLUMNS and c not in extra]
+
+    def rows_for(self, config: StudyConfig) -> pd.DataFrame:
+        """Rows recorded by the same searcher with the same fixed knobs (unknown when no study.json)."""
+        names = config.space().names
+        df = self.frame
+        known = df["searcher"] != ""
+        same = (df["searcher"] == config.searcher) & (
+            df["searcher_params"] == json.dumps(config.searcher_params, sort_keys=True))
+        df = df[~known | same]
+        missing = [n for n in names if n not in df.columns]
+        if df.empty or missing:
+            raise UsageError(f"no recorded trial of searcher {config.searcher} {config.searcher_params or ''} "
+                             f"with hyperparameters {names} to replay (recorded: "
+                             f"{sorted(set(self.frame['searcher']) - {''}) or 'unknown'} over {self.param_columns})")
+        df = df[df[names].replace("", np.nan).notna().all(axis=1)]
+        return df
+
+    def check(self, config: StudyConfig) -> None:
+        """Fail now (before any work) when `config` cannot be replayed from this table."""
+        self._grouped(config)
+
+    def _grouped(self, config: StudyConfig) -> dict:
+        key = (config.searcher, json.dumps(config.searcher_params, sort_keys=True), tuple(config.space().names))
+        if key not in self._cache:
+            names = list(key[2])
+            df = self.rows_for(config).copy()
+            for c in (*names, *METRICS):
+                df[c] = pd.to_numeric(df[c], errors="coerce")
+            df["fidelity"] = df["fidelity"].astype(int)
+            mean = df.groupby([*names, "fidelity"], as_index=False).agg(
+                {**{m: "mean" for m in METRICS}, "arch": "first"})
+            by_fid = {}
+            for f, g in mean.groupby("fidelity"):
+                g = g.sort_values(names).reset_index(drop=True)
+                logs = np.log(np.clip(g[names].to_numpy(float), 1e-300, None))
+                by_fid[int(f)] = (logs, g)
+            self._cache[key] = {"names": names, "by_fid": by_fid}
+        return self._cache[key]
+
+    def lookup(self, config: StudyConfig, params: dict[str, float], fidelity: int,
+               mode: str = "interpolate") -> dict:
+        """Recorded metrics for `params` at `fidelity` (see the module doc for how)."""
+        check_choice("replay mode", mode, MODES)
+        g = self._grouped(config)
+        names, by_fid = g["names"], g["by_fid"]
+        fids = np.array(sorted(by_fid))
+        used = int(fids[np.lexsort((-fids, np.abs(fids - fidelity)))[0]])   # nearest, ties -> higher
+        logs, rows = by_fid[used]
+        x = np.log(np.array([max(float(params[n]), 1e-300) for n in names]))
+        if mode == "interpolate" and len(names) == 1 and len(rows) > 1:
+            out = _interpolate(logs[:, 0], rows, x[0])
+        else:
+            i = int(np.argmin(((logs - x) ** 2).sum(axis=1)))
+            out = {m: _num(rows.at[i, m]) for m in METRICS} | {"arch": rows.at[i, "arch"]}
+        out["fidelity_used"] = used
+        return out
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _interpolate(xs: np.ndarray, rows: pd.DataFrame, x: float) -> dict:
+    """Linear in log lambda between the bracketing neighbours; clamped outside the recorded range."""
+    j = int(np.searchsorted(xs, x))
+    lo, hi = max(0, min(j - 1, len(xs) - 2)), max(1, min(j, len(xs) - 1))
+    t = float(np.clip((x - xs[lo]) / (xs[hi] - xs[lo]), 0.0, 1.0)) if xs[hi] > xs[lo] else 0.0
+    out = {}
+    for m in METRICS:
+        a, b = _num(rows.at[lo, m]), _num(rows.at[hi, m])
+        out[m] = None if a is None or b is None else a + t * (b - a)
+    out["arch"] = rows.at[lo if t < 0.5 else hi, "arch"]
+    return out
+
+
+def replay_trial(config: StudyConfig, proposal: Proposal, *, table: ReplayTable, mode: str = "interpolate",
+                 result_dir: Path | None = None) -> TrialRow:
+    """A trial answered from `table` (run_local's trial_fn: bind `table` and `mode` with
+    functools.partial, or use `replay_trial_fn`). Reward: Eq. 19 for `config`'s target. wall_s is the
+    recorded search time (the time the replayed search would have taken), not the lookup's; nothing is
+    written to `result_dir` (a replayed trial has no artefacts)."""
+    r = table.lookup(config, proposal.params, proposal.fidelity, mode)
+    row = TrialRow(trial_id=proposal.trial_id, solver=config.solver, params=dict(proposal.params),
+                   fidelity=proposal.fidelity, seed=config.seed, target=config.target, status="ok",
+                   val_acc=r["val_acc"], test_acc=r["test_acc"], runtime_ms=r["runtime_ms"], flops=r["flops"],
+                   arch=str(r["arch"]), wall_s=round(r["wall_s"] or 0.0, 3),
+                   result_dir=f"{REPLAYED}{mode}@{r['fidelity_used']}")
+    row.reward = trial_reward(config, row.val_acc, row.runtime_ms, row.flops or 0.0)
+    return row
+
+
+def replay_trial_fn(table: ReplayTable, mode: str = "interpolate"):
+    check_choice("replay mode", mode, MODES)
+    return functools.partial(replay_trial, table=table, mode=mode)
+
+
+def epoch_table(*study_dirs) -> pd.DataFrame:
+    """Per-epoch metrics of every recorded trial: one row per (trial, epoch) with the trial's
+    hyperparameters, fidelity and seed, from trials.csv + trials/NNNN/result.json (study folders are
+    searched recursively). Trials without a saved result (failed, replayed) contribute no rows."""
+    out = []
+    for d in study_dirs:
+        for csv in _trials_files(Path(d)):
+            df = pd.read_csv(csv, keep_default_na=False)
+            params = [c for c in df.columns if c not in BASE_COLUMNS]
+            for r in df.to_dict("records"):
+                res = Path(str(r["result_dir"])) / "result.json"
+                if r["status"] != "ok" or not res.is_file():
+                    continue
+                for h in json.loads(res.read_text())["history"]:
+                    out.append({"study": str(csv.parent), "trial_id": r["trial_id"],
+                                **{p: r[p] for p in params}, "fidelity": r["fidelity"], "seed": r["seed"],
+                                **{k: h[k] for k in ("epoch", "loss", "ce", "val_acc", "runtime_ms", "flops",
+                                                     "wall_s", "arch")}})
+    return pd.DataFrame(out)

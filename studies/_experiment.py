@@ -1,0 +1,88 @@
+"""Flags and presets shared by the studies made of sub-studies (compare_solvers, fidelity_grid,
+variance): how trials run (runner, concurrency, resources), the --quick preset, and the StudyConfig
+fields every sub-study shares. The machinery itself is automl/experiments.py."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from _common import default_width, parse_kv, target_of
+
+# Flags that change how an experiment runs, not what it computes: --resume may change them.
+RUN_ONLY = ("runner", "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "resume", "out", "quick")
+
+# --quick: the embedded digits task, tiny searches (StudyConfig tests' scale); each study adds its own.
+QUICK = dict(data_limit=96)
+
+
+def add_run_flags(p: argparse.ArgumentParser, runner: bool = True) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="preset that finishes in minutes on a 2-core CPU (explicit flags still win)")
+    p.add_argument("--data-limit", type=int, default=None, help="keep the first N images of each split")
+    if runner:
+        p.add_argument("--runner", default="ray", choices=["ray", "local"], help="local: in-process, no Ray")
+        p.add_argument("--concurrency", type=int, default=1, help="trials at once (Ray runner)")
+        p.add_argument("--cpus-per-trial", type=float, default=None, help="default: all cores / concurrency")
+        p.add_argument("--gpus-per-trial", type=float, default=None, help="default: 1/concurrency with --device cuda")
+        p.add_argument("--address", default=None, help="join this Ray cluster (HOST:PORT) instead of starting one")
+
+
+def apply_preset(args, full: dict, quick: dict) -> None:
+    """Fill flags left unset (None) from the --quick preset or the full (paper) defaults."""
+    preset = {**full, **QUICK, **quick} if args.quick else full
+    for k, v in preset.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+
+
+def parse_list(text: str, kind, flag: str) -> list:
+    from searchers.errors import UsageError
+
+    try:
+        values = [kind(v) for v in str(text).replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UsageError(f"{flag} expects a comma-separated list of {kind.__name__}s, got {text!r}") from None
+    if not values:
+        raise UsageError(f"{flag} is empty")
+    return values
+
+
+def study_fields(args, searcher: str | None = None, searcher_params: dict | None = None) -> dict:
+    """StudyConfig fields shared by every sub-study of an experiment."""
+    target, metric = target_of(args)
+    runner = getattr(args, "runner", "local")
+    concurrency = getattr(args, "concurrency", 1)
+    cpus = getattr(args, "cpus_per_trial", None) or max(1.0, (os.cpu_count() or 1) // concurrency)
+    gpus = getattr(args, "gpus_per_trial", None)
+    if gpus is None:
+        gpus = 1.0 / concurrency if args.device.startswith("cuda") and runner == "ray" else 0.0
+    return dict(searcher=searcher or args.searcher,
+                searcher_params=parse_kv(args.param) if searcher_params is None else searcher_params,
+                target=target, target_metric=metric, data=args.data, data_limit=args.data_limit,
+                profile=args.profile, device=args.device, width=default_width(args), batch_size=args.batch_size,
+                concurrency=concurrency, cpus_per_trial=cpus, gpus_per_trial=gpus,
+                address=getattr(args, "address", None))
+
+
+def spec_of(args, **extra) -> dict:
+    """What the experiment computes (experiment.json): the flags minus how it runs."""
+    return {**{k: v for k, v in vars(args).items() if k not in RUN_ONLY}, **extra}
+
+
+def check_ray(args) -> None:
+    if getattr(args, "runner", "local") == "ray":
+        from automl.runners.ray_tune import check_address
+        check_address(args.address)
+
+
+def progress(prefix: str):
+    """A one-line print per finished trial."""
+    def show(row):
+        p = ", ".join(f"{k}={v:.4g}" for k, v in row.params.items())
+        if row.status == "ok":
+            r = f"{row.runtime_ms:.1f} ms" if row.runtime_ms is not None else f"{(row.flops or 0) / 1e6:.1f} MFLOPs"
+            print(f"{prefix} trial {row.trial_id} [{p}] {row.fidelity} ep: val {row.val_acc:.3f} {r} "
+                  f"reward {row.reward:.3f} ({row.wall_s:.1f} s)", flush=True)
+        else:
+            print(f"{prefix} trial {row.trial_id} [{p}] failed: {row.error[:120]}", flush=True)
+    return show
