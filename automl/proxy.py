@@ -7,12 +7,17 @@ batches, the task's own splits; the seed is real (init, batch order and augmenta
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
-from searchers import RunSettings
+from searchers import RunSettings, UsageError
 from searchers.cost import exact_cost
 from searchers.training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch
+
+from .results import write_json
 
 
 def proxy_train(arch, task, settings: RunSettings, *, lr: float = 3e-3) -> dict:
@@ -39,3 +44,30 @@ def proxy_train(arch, task, settings: RunSettings, *, lr: float = 3e-3) -> dict:
     cost = exact_cost(arch, task, settings)
     return dict(val_acc=task.accuracy(model, "val"), test_acc=task.accuracy(model, "test"),
                 runtime_ms=cost.runtime_ms, flops=cost.flops, loss=loss_m.get(), arch=str(arch))
+
+
+SAMPLES = "arch_samples.json"
+
+
+def sample_hook(n: int):
+    """light_trial's `after`: save `n` architectures sampled from the finished search's distribution
+    (searchers with `sample_archs`, e.g. Single-Path NAS softmax) beside its result, drawn with a
+    generator seeded by the search's seed. Searchers without a distribution save nothing."""
+    def after(searcher, result_dir: Path) -> None:
+        if not hasattr(searcher, "sample_archs"):
+            return
+        try:
+            archs = searcher.sample_archs(n, torch.Generator().manual_seed(searcher.settings.seed))
+        except UsageError:   # e.g. the sigmoid variant: thresholds, not a distribution
+            return
+        write_json(Path(result_dir) / SAMPLES, [{"space": a.space, "arch": str(a)} for a in archs])
+    return after
+
+
+def load_samples(result_dir) -> list | None:
+    from searchers.spaces import parse_arch
+
+    path = Path(result_dir) / SAMPLES
+    if not path.is_file():
+        return None
+    return [parse_arch(s["space"], s["arch"]) for s in json.loads(path.read_text())]

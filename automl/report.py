@@ -106,8 +106,8 @@ def add_band(fig, x, mean, std, *, name: str, color: str, row: int | None = None
                              line_shape="hv"), **rc)
 
 
-def heatmap(fig, df, x: str, y: str, z: str, *, row: int, col: int, colorbar_x: float, fmt: str = ".3f",
-            zmid: float | None = None, colorscale: str = "Viridis") -> None:
+def heatmap(fig, df, x: str, y: str, z: str, *, row: int, col: int, colorbar: dict | None = None,
+            fmt: str = ".3f", zmid: float | None = None, colorscale: str = "Viridis") -> None:
     """A z(x, y) heatmap of a long table with each cell's value written in it; x categorical (its values
     formatted), so a log-spaced grid gets equal-width cells."""
     import plotly.graph_objects as go
@@ -118,7 +118,7 @@ def heatmap(fig, df, x: str, y: str, z: str, *, row: int, col: int, colorbar_x: 
     text = [[("" if np.isnan(v) else format(v, fmt)) for v in r] for r in piv.to_numpy(float)]
     fig.add_trace(go.Heatmap(z=piv.to_numpy(float), x=xs, y=[str(v) for v in piv.index], text=text,
                              texttemplate="%{text}", colorscale=colorscale, zmid=zmid,
-                             colorbar=dict(x=colorbar_x, len=0.4, title=z)), row=row, col=col)
+                             colorbar=dict(title=z, **(colorbar or {}))), row=row, col=col)
     fig.update_xaxes(type="category", row=row, col=col)
     fig.update_yaxes(type="category", row=row, col=col)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from searchers.errors import UsageError
+from searchers.result import check_writable
 
 from .results import TrialsTable
 from .runners.local import observation
@@ -30,12 +31,7 @@ class StudyOutcome:
 def prepare_out(config: StudyConfig, resume: bool) -> Path:
     """Refuse an --out holding a different study (or any study, without --resume); bad input only."""
     out = Path(config.out)
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    import os
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise UsageError(f"--out {out} is not writable")
+    check_writable(out)
     stored_path = out / "study.json"
     if stored_path.exists():
         if not resume:

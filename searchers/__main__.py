@@ -22,6 +22,7 @@ import torch
 
 from . import RunSettings, get_searcher, list_searchers, load_task
 from .errors import DivergedError, UsageError
+from .result import check_writable
 
 CHECKPOINT = ".checkpoint.pt"
 
@@ -51,15 +52,6 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="continue from DIR/.checkpoint.pt")
     p.add_argument("--no-onnx", action="store_true")
-
-
-def check_writable(out: Path) -> None:
-    """Refuse an --out we cannot write, before any work (and leave nothing behind)."""
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise UsageError(f"--out {out} is not writable")
 
 
 def cmd_run(name: str, argv: list[str]) -> int:

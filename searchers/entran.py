@@ -255,9 +255,8 @@ class EnTranNAS(Searcher):
         val_acc = self.task.accuracy(net, "val", self.device)
         arch_obj = net.arch()
         if self.best is None or val_acc >= self.best["val_acc"]:  # B.3: best validation accuracy; later wins ties
-            _, child = net.export()
-            self.best = {"arch": str(arch_obj), "val_acc": val_acc, "epoch": self.epoch + 1,
-                         "state": {k: v.detach().clone() for k, v in child.state_dict().items()}}
+            self.best = {"arch": str(arch_obj), "val_acc": val_acc, "epoch": self.epoch + 1, "tau": net.tau,
+                         "net": copy.deepcopy(net.state_dict())}
         with torch.no_grad():
             thresholds = {k: [round(v, 4) for v in torch.sigmoid(b).tolist()] for k, b in net.beta.items()}
             edges = {k: sum(len(node) for node in net.plan(net.q(k))) for k in ("normal", "reduce")}
@@ -266,13 +265,25 @@ class EnTranNAS(Searcher):
         return dict(loss=tot / n, ce=tot_ce / n, runtime_ms=None, flops=float(arch_obj.flops()), val_acc=val_acc,
                     arch=str(arch_obj), extra=extra)
 
-    def derive(self):
+    def best_net(self) -> EnTranNet:
+        """The search network of the best epoch (the current one before any epoch has run)."""
         if self.best is None:
-            return self.net.export()
-        arch = CellArch.parse(self.best["arch"])
-        child = arch.build().to(self.device)
-        child.load_state_dict(self.best["state"])
-        return arch, child.eval()
+            return self.net
+        net = copy.deepcopy(self.net)
+        net.load_state_dict(self.best["net"])
+        net.tau = self.best["tau"]
+        return net
+
+    def derive(self):
+        return self.best_net().export()
+
+    @torch.no_grad()
+    def search_logits(self, x):
+        net = self.best_net()
+        was = net.training
+        out = net.eval()(x)
+        net.train(was)
+        return out
 
     def extra_result(self):
         if self.best is None:

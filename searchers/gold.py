@@ -20,8 +20,10 @@ Deviations and readings of the paper (also in the report):
   * Pruning never empties a node (App. A.1's validity rule): candidates are taken weakest first and a
     node's last operator is kept.
   * FLOPs_min is a fraction of the supernet's FLOPs (B.1's 240M / 360M are absolute for its network).
-    When reached, pruning stops and the remaining epochs train the final architecture with lambda = 0;
-    it joins the Pareto set like any other after t0 + 1 epochs.
+    When reached -- or when the penalty can prune nothing more (every node down to one operator; with
+    mu = 0, only free skip-connects left), where lambda would otherwise grow without bound -- pruning
+    stops and the remaining epochs train the final architecture with lambda = 0; it joins the Pareto
+    set like any other after t0 + 1 epochs.
   * Small-CPU defaults: 5 cells of C = 8 (B.1: 14 of 36), t0 = 0 (B.1: 3), lr_w 0.05 (B.1: 0.01 over
     ~50x more steps); augmentation is the task's crop/flip (B.1 uses AutoAugment). BN statistics are
     re-estimated on training batches before each evaluation (cells.recalibrate_bn).
@@ -32,7 +34,6 @@ Deviations and readings of the paper (also in the report):
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -276,10 +277,12 @@ class GoldNAS(Searcher):
         return npruned
 
     def _record(self, arch: CellArch, flops: int, val_acc: float) -> None:
+        # The member keeps the whole search network of its epoch: its child is exported from it on demand
+        # (and equals it, which `search_logits` lets a caller check).
         _, child = self.net.export()
         member = {"arch": str(arch), "flops": float(flops), "params": sum(q.numel() for q in child.parameters()),
                   "val_acc": val_acc, "epoch": self.epoch + 1, "lambda": self.lam,
-                  "state": {k: v.detach().clone() for k, v in child.state_dict().items()}}
+                  "net": copy.deepcopy(self.net.state_dict())}
         if self.pareto and self.pareto[-1]["flops"] == member["flops"]:
             self.pareto[-1] = member  # same cost: the later one survived longer
         else:
@@ -299,19 +302,29 @@ class GoldNAS(Searcher):
         return min((ix for ix in m if ix[1]["val_acc"] >= best - self.params.acc_tolerance),
                    key=lambda ix: ix[1]["flops"])[0]
 
-    def derive(self):
-        i = self.chosen()
+    def member_net(self, i: int | None) -> GoldNet:
+        """The search network as it was when Pareto member `i` was recorded (None: as it is now)."""
         if i is None:
-            return self.net.export()
-        arch = CellArch.parse(self.pareto[i]["arch"])
-        child = arch.build().to(self.device)
-        child.load_state_dict(self.pareto[i]["state"])
-        return arch, child.eval()
+            return self.net
+        net = copy.deepcopy(self.net)
+        net.load_state_dict(self.pareto[i]["net"])
+        return net
+
+    def derive(self):
+        return self.member_net(self.chosen()).export()
+
+    @torch.no_grad()
+    def search_logits(self, x):
+        net = self.member_net(self.chosen())
+        was = net.training
+        out = net.eval()(x)
+        net.train(was)
+        return out
 
     def extra_result(self):
         pts = [(m["flops"], m["val_acc"]) for m in self.pareto]
         dominated = [any(f2 <= f and a2 >= a and (f2, a2) != (f, a) for f2, a2 in pts) for f, a in pts]
-        return {"pareto": [{**{k: v for k, v in m.items() if k != "state"}, "dominated": d}
+        return {"pareto": [{**{k: v for k, v in m.items() if k != "net"}, "dominated": d}
                            for m, d in zip(self.pareto, dominated)],
                 "chosen": self.chosen(), "supernet_flops": float(self.full_flops)}
 

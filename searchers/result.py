@@ -69,6 +69,32 @@ class SearchResult:
         return paths
 
 
+def check_writable(out: str | os.PathLike) -> None:
+    """Refuse an output folder we cannot write, before any work, leaving nothing behind: create it
+    (and any missing parents) and a probe file, then remove whatever did not exist before."""
+    from .errors import UsageError
+
+    out = Path(out)
+    missing = []
+    p = out
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"--out {out} is not writable ({e.strerror or e})") from None
+    finally:
+        for m in missing:  # deepest first
+            try:
+                m.rmdir()
+            except OSError:
+                pass
+
+
 def _atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -18,7 +18,6 @@ QUICK = dict(data_limit=96)
 def add_run_flags(p: argparse.ArgumentParser, runner: bool = True) -> None:
     p.add_argument("--quick", action="store_true",
                    help="preset that finishes in minutes on a 2-core CPU (explicit flags still win)")
-    p.add_argument("--data-limit", type=int, default=None, help="keep the first N images of each split")
     if runner:
         p.add_argument("--runner", default="ray", choices=["ray", "local"], help="local: in-process, no Ray")
         p.add_argument("--concurrency", type=int, default=1, help="trials at once (Ray runner)")

@@ -75,8 +75,10 @@ def child_reproduces_logits(name: str, task: Task, tmp_path) -> None:
     child = r.model.eval()
     with torch.no_grad():
         got = child(x)
-        if name in EXACT_CHILD and hasattr(s, "search_logits"):
-            torch.testing.assert_close(got, s.search_logits(x), atol=1e-4, rtol=1e-4)
+        ref = s.search_logits(x)
+    if name in EXACT_CHILD:
+        assert ref is not None, f"{name} claims its child reproduces the search network"
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
     r.save(tmp_path, onnx=False)
     arch, reloaded = load_model(tmp_path / "model.pt")
     assert str(arch) == r.arch

@@ -80,6 +80,8 @@ def test_child_reproduces_search_logits(searched):
     arch, best = searched.derive()
     assert str(arch) == searched.best["arch"]
     assert searched.task.accuracy(best, "val") == searched.best["val_acc"]
+    with torch.no_grad():
+        assert torch.allclose(searched.search_logits(x), best(x), atol=1e-4)
 
 
 def test_arch_string_round_trips(searched):

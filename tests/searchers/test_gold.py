@@ -109,12 +109,13 @@ def test_child_reproduces_search_logits(long):
     assert sum(p.numel() for p in child.parameters()) < sum(p.numel() for p in long.net.parameters()) / 2
     # every stored Pareto child is the search network of its epoch: same val accuracy
     for i, member in enumerate(long.pareto):
-        arch = CellArch.parse(member["arch"])
-        child = arch.build()
-        child.load_state_dict(member["state"])
+        arch, child = long.member_net(i).export()
+        assert str(arch) == member["arch"]
         assert long.task.accuracy(child, "val") == member["val_acc"]
     arch, chosen = long.derive()
     assert str(arch) == long.pareto[long.chosen()]["arch"]
+    with torch.no_grad():
+        assert torch.allclose(long.search_logits(x), chosen(x), atol=1e-4)
 
 
 def test_arch_string_round_trips(long):

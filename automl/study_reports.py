@@ -1,0 +1,136 @@
+"""HTML reports of the experiments made of sub-studies (studies/compare_solvers.py, fidelity_grid.py,
+variance.py): one self-contained page each (plotly.js inlined once), built from the CSV tables the
+studies write, so a report can be rebuilt from them."""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+
+from .analysis import mean_spread
+from .report import COLORS, add_band, heatmap, pareto_front, rgba, table_html, write_page
+
+
+def _cost(df: pd.DataFrame, config) -> tuple[str, str]:
+    """Column and unit of R in Eq. 19 (adds an mflops column)."""
+    df["mflops"] = pd.to_numeric(df["flops"], errors="coerce") / 1e6
+    return ("runtime_ms", "ms") if config.target_metric == "runtime_ms" else ("mflops", "MFLOPs")
+
+
+def write_compare_report(path, curves, trials, kendall, summary, config, budget: int, replayed: bool):
+    """Fig. 9 left: best reward so far vs spent epochs (mean +- std over repeats) per solver, and the
+    Pareto front (accuracy vs cost) of all trials of each solver."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    ok = trials[trials["status"] == "ok"].copy()
+    cost, unit = _cost(ok, config)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "best reward (Eq. 19) so far vs spent search epochs (mean ± std over repeats)",
+        f"Pareto front of all trials: validation accuracy vs {unit}"))
+    grid = np.arange(1, budget + 1)
+    bands = mean_spread(curves, "solver", "repeat", grid)
+    for i, (solver, b) in enumerate(bands.groupby("solver", sort=False)):
+        color = COLORS[i % len(COLORS)]
+        add_band(fig, b["epochs"], b["mean"], b["std"], name=solver, color=color, row=1, col=1)
+        s = ok[ok["solver"] == solver]
+        if s.empty:
+            continue
+        c, a = s[cost].to_numpy(float), s["val_acc"].to_numpy(float)
+        keep = ~np.isnan(c)
+        c, a = c[keep], a[keep]
+        fig.add_trace(go.Scatter(x=c, y=a, mode="markers", legendgroup=solver, showlegend=False,
+                                 marker=dict(color=rgba(color, 0.25), size=5), hoverinfo="skip"), row=1, col=2)
+        f = pareto_front(c, a)
+        fig.add_trace(go.Scatter(x=c[f], y=a[f], mode="lines+markers", line_shape="hv", legendgroup=solver,
+                                 showlegend=False, line=dict(color=color), name=f"{solver} front"), row=1, col=2)
+    fig.add_vline(x=config.target, line_dash="dash", annotation_text="target", row=1, col=2)
+    fig.update_xaxes(title_text="search epochs spent", row=1, col=1)
+    fig.update_yaxes(title_text="best reward so far", row=1, col=1)
+    fig.update_xaxes(title_text=unit, row=1, col=2)
+    fig.update_yaxes(title_text="validation accuracy", row=1, col=2)
+    fig.update_layout(height=560)
+    source = "replayed from recorded trials" if replayed else "real NAS searches"
+    return write_page(path, f"Solvers tuning {config.searcher} toward {config.target_obj}", [
+        f"<p>Trials: {source}. Budget {budget} search epochs per repeat; a failed trial counts reward 0.</p>",
+        fig, "<h2>Final best reward per solver</h2>", table_html(summary),
+        "<h2>Kendall tau of the lambda ranking at low vs full fidelity (DSNAS Table 2's measure)</h2>",
+        table_html(kendall, 3) if len(kendall) else "<p>No hyperparameter value recorded at two fidelities.</p>"])
+
+
+def write_grid_report(path, df, best, kendall, config, name: str):
+    """Fig. 9 right: Eq. 19, accuracy and cost over (lambda, epochs), the best lambda per epochs marked."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    ok = df[df["status"] == "ok"].copy()
+    cost, unit = _cost(ok, config)
+    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.08, subplot_titles=(
+        f"reward (Eq. 19, target {config.target_obj}); star: best {name} per epochs",
+        "validation accuracy", f"{unit} (centred on the target: red is over it)"))
+    if len(ok):
+        bar = lambda y: dict(len=0.28, y=y)   # one colour bar beside each panel
+        heatmap(fig, ok, name, "epochs", "reward", row=1, col=1, colorbar=bar(0.87))
+        heatmap(fig, ok, name, "epochs", "val_acc", row=2, col=1, colorbar=bar(0.5))
+        heatmap(fig, ok, name, "epochs", cost, row=3, col=1, colorbar=bar(0.13), fmt=".1f", zmid=config.target,
+                colorscale="RdBu_r")
+        fig.add_trace(go.Scatter(x=[f"{v:.3g}" for v in best[name]], y=[str(e) for e in best["epochs"]],
+                                 mode="markers", name=f"best {name}",
+                                 marker=dict(symbol="star", size=16, color="white", line=dict(color="black", width=1))),
+                      row=1, col=1)
+    for r in (1, 2, 3):
+        fig.update_xaxes(title_text=name, row=r, col=1)
+        fig.update_yaxes(title_text="search epochs", row=r, col=1)
+    fig.update_layout(height=1300, showlegend=False)
+    return write_page(path, f"Fidelity grid: {config.searcher} {name} x search epochs toward {config.target_obj}", [
+        f"<p>Each cell is one NAS search (Single-Path NAS paper Fig. 9 right). Where the best {name} of few "
+        "epochs lies right of the full-fidelity one, cheap evaluations overshoot toward over-constrained "
+        "networks.</p>", fig,
+        "<h2>Best per search epochs</h2>", table_html(best),
+        "<h2>Kendall tau, low vs full fidelity (DSNAS Table 2's measure)</h2>",
+        table_html(kendall, 3) if len(kendall) else "<p>Needs two or more epoch counts.</p>",
+        "<h2>Grid</h2>", table_html(df.drop(columns=["result_dir"]))])
+
+
+def write_variance_report(path, runs, summary, config_like, notes: list[str]):
+    """Fig. 8: accuracy vs cost, mean ± std (inter-run; intra-run for softmax samples) per formulation,
+    every run faint behind, the target as a line."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    ok = runs[runs["status"] == "ok"].copy()
+    cost, unit = _cost(ok, config_like)
+    summary = summary.copy()
+    if cost == "mflops":
+        summary["mflops_mean"], summary["mflops_std"] = summary["flops_mean"] / 1e6, summary["flops_std"] / 1e6
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("validation accuracy vs " + unit,
+                                                        "test accuracy vs " + unit))
+    for i, ((form, kind), s) in enumerate(summary.groupby(["formulation", "kind"], sort=False)):
+        color = COLORS[i % len(COLORS)]
+        name = f"{form} ({kind})"
+        pts = ok[(ok["formulation"] == form) & (ok["kind"] == kind)]
+        for col, acc in ((1, "val_acc"), (2, "test_acc")):
+            fig.add_trace(go.Scatter(x=pts[cost], y=pts[acc], mode="markers", legendgroup=name, showlegend=False,
+                                     marker=dict(color=rgba(color, 0.3), size=6,
+                                                 symbol="circle" if kind == "inter" else "diamond"),
+                                     text=pts["arch"].map(lambda a: html.escape(str(a))[:200])), row=1, col=col)
+            r = s.iloc[0]
+            fig.add_trace(go.Scatter(x=[r[f"{cost}_mean"]], y=[r[f"{acc}_mean"]], mode="markers", name=name,
+                                     legendgroup=name, showlegend=col == 1,
+                                     marker=dict(color=color, size=12, symbol="circle" if kind == "inter" else "diamond"),
+                                     error_x=dict(type="data", array=[np.nan_to_num(r[f"{cost}_std"])]),
+                                     error_y=dict(type="data", array=[np.nan_to_num(r[f"{acc}_std"])])),
+                          row=1, col=col)
+    for col in (1, 2):
+        fig.add_vline(x=config_like.target, line_dash="dash", annotation_text="target", row=1, col=col)
+        fig.update_xaxes(title_text=unit, row=1, col=col)
+    fig.update_yaxes(title_text="accuracy")
+    fig.update_layout(height=600)
+    parts = ["<p>Mean ± standard deviation across repeated searches at each formulation's tuned value "
+             "(inter-run) and across architectures sampled from the best softmax search's distribution, each "
+             "trained briefly (intra-run). Single-Path NAS paper Fig. 8.</p>"]
+    parts += [f"<p><i>{html.escape(n)}</i></p>" for n in notes]
+    return write_page(path, f"Variance of NAS formulations toward {config_like.target_obj}",
+                      parts + [fig, "<h2>Summary</h2>", table_html(summary),
+                               "<h2>Runs</h2>", table_html(runs.drop(columns=["result_dir"], errors="ignore"))])

@@ -1,0 +1,125 @@
+"""The steps of the variance experiment (Single-Path NAS paper Sec. VII-A, Fig. 8), each a sub-study
+folder so that --resume reads finished work back:
+
+  tune/        the outer loop tunes the formulation's hyperparameter toward the target (Eq. 19);
+  repeat-NN/   one search at the tuned value per seed (inter-run variance);
+  intra/       architectures sampled from the best repeat's softmax distribution, each trained briefly
+               (intra-run variance; "we pick the Pareto optimal ConvNet out of the 20 ... and we train
+               another 20 ConvNets sampled from the softmax distribution").
+"""
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from searchers import RunSettings
+
+from .experiments import light_trial, run_fixed, run_substudy
+from .proxy import load_samples, proxy_train, sample_hook
+from .results import write_json
+from .reward import Target, reward
+from .solvers.base import Proposal
+from .solvers.grid import GridSolver
+from .study import StudyConfig, TrialRow, cached_task, make_searcher
+
+COLUMNS = ["formulation", "kind", "index", "seed", "params", "status", "error", "val_acc", "test_acc",
+           "runtime_ms", "flops", "reward", "arch", "wall_s", "result_dir"]
+
+
+def tuned_value(tune: StudyConfig | None, *, resume: bool, runner: str,
+                on_row: Callable | None = None) -> tuple[dict | None, float | None]:
+    """(best hyperparameters, their reward) of the tuning study; ({}, None) when there is nothing to
+    tune; (None, None) when no tuning trial succeeded."""
+    if tune is None:
+        return {}, None
+    table = run_substudy(tune, resume=resume, runner=runner, on_row=on_row)
+    best = table.best(tune.fidelity)
+    return (dict(best.params), best.reward) if best is not None else (None, None)
+
+
+def _settings(fields: dict, epochs: int, seed: int) -> RunSettings:
+    return RunSettings(epochs=epochs, seed=seed, device=fields["device"], batch_size=fields["batch_size"],
+                       width=fields["width"], profile=fields["profile"],
+                       target_ms=fields["target"] if fields["target_metric"] == "runtime_ms" else None)
+
+
+def _row(name: str, kind: str, index: int, row: TrialRow) -> dict:
+    d = {k: getattr(row, k) for k in COLUMNS if hasattr(row, k)}
+    return {**d, "formulation": name, "kind": kind, "index": index, "params": json.dumps(row.params)}
+
+
+def repeat_config(fields: dict, out: Path, epochs: int, seed: int) -> StudyConfig:
+    # solver: any registered name (StudyConfig admits no other); the proposal comes from a GridSolver
+    return StudyConfig(**fields, out=str(out), solver="random", trials=1, fidelity=epochs, min_fidelity=epochs,
+                       seed=seed)
+
+
+def inter_runs(name: str, *, searcher: str, params: dict, value: dict, fields: dict, out: Path, epochs: int,
+               seeds: list[int], resume: bool, runner: str, samples: int = 0,
+               on_row: Callable | None = None) -> pd.DataFrame:
+    """One search per seed at the tuned `value` ({}: a searcher with nothing to tune, run in-process).
+    With `samples`, each local search also saves that many architectures sampled from its distribution."""
+    rows = []
+    for r, seed in enumerate(seeds):
+        d = Path(out) / f"repeat-{r:02d}"
+        if value:
+            cfg = repeat_config(fields, d, epochs, seed)
+            trial_fn = functools.partial(light_trial, after=sample_hook(samples)) if samples else None
+            table = run_substudy(cfg, resume=resume, runner=runner, solver=GridSolver(cfg.space(), [(value, epochs)]),
+                                 label="repeat", trial_fn=trial_fn, on_row=on_row)
+        else:
+            target = Target(value=fields["target"], metric=fields["target_metric"])
+            table = run_fixed(d, searcher=searcher, searcher_params=params, settings=_settings(fields, epochs, seed),
+                              data=fields["data"], data_limit=fields["data_limit"], target=target, seed=seed,
+                              resume=resume)
+            if on_row is not None and table.rows:
+                on_row(table.rows[0])
+        rows += [_row(name, "inter", r, row) for row in table.rows]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _distribution_samples(best: pd.Series, fields: dict, epochs: int, n: int) -> list:
+    """Samples saved beside the best repeat, or (Ray runs save none) from re-running it in-process:
+    on CPU the same seed gives the same search, hence the same distribution."""
+    archs = load_samples(best["result_dir"]) if best["result_dir"] else None
+    if archs is not None and len(archs) >= n:
+        return archs[:n]
+    cfg = repeat_config(fields, Path(best["result_dir"] or "."), epochs, int(best["seed"]))
+    searcher = make_searcher(cfg, Proposal(trial_id=0, params=json.loads(best["params"]), fidelity=epochs))
+    searcher.run()
+    return searcher.sample_archs(n, torch.Generator().manual_seed(int(best["seed"])))
+
+
+def intra_runs(name: str, *, inter: pd.DataFrame, fields: dict, out: Path, epochs: int, n: int,
+               proxy_epochs: int, seed: int, resume: bool) -> pd.DataFrame:
+    """Train `n` architectures sampled from the best repeat's distribution (Eq. 19 picks the best:
+    a Pareto-optimal point of accuracy vs cost) for `proxy_epochs` each, seeds seed, seed+1, ..."""
+    ok = inter[inter["status"] == "ok"]
+    if ok.empty or n == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    best = ok.loc[ok["reward"].astype(float).idxmax()]
+    d = Path(out) / "intra"
+    d.mkdir(parents=True, exist_ok=True)
+    target = Target(value=fields["target"], metric=fields["target_metric"])
+    archs, rows = None, []
+    for i in range(n):
+        path = d / f"sample-{i:02d}.json"
+        if resume and path.exists():
+            rows.append(json.loads(path.read_text()))
+            continue
+        archs = archs or _distribution_samples(best, fields, epochs, n)
+        s, t0 = seed + i, time.perf_counter()
+        m = proxy_train(archs[i], cached_task(fields["data"], fields["data_limit"]), _settings(fields, proxy_epochs, s))
+        row = {"formulation": name, "kind": "intra", "index": i, "seed": s, "params": best["params"], "status": "ok",
+               "error": "", **{k: m[k] for k in ("val_acc", "test_acc", "runtime_ms", "flops", "arch")},
+               "reward": reward(m["val_acc"], target.measure(m["runtime_ms"], m["flops"]), target.value),  # Eq. 19
+               "wall_s": round(time.perf_counter() - t0, 3), "result_dir": ""}
+        write_json(path, row)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)

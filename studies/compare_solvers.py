@@ -1,0 +1,135 @@
+"""Compare the outer-loop solvers at tuning lambda under one budget of search epochs (Single-Path NAS Fig. 9 left).
+
+    python studies/compare_solvers.py --target-ms 80                     # paper: 5 repeats x 400 epochs, real searches
+    python studies/compare_solvers.py --replay runs/fidelity-grid --repeats 20   # from recorded trials: seconds
+    python studies/compare_solvers.py --quick --runner local
+
+Each solver runs --repeats times with seeds --seed, --seed+1, ... (solver and searches), each repeat a
+sub-study of --budget-epochs search epochs. Trials are real NAS searches (Ray or in-process), or, with
+--replay, answered from recorded trials (automl/runners/replay.py). Writes curves.csv (best Eq. 19
+reward so far vs spent epochs, per solver and repeat), all_trials.csv, kendall.csv (rank agreement of
+lambda at low vs full fidelity, from recorded trials with the same lambda at two fidelities) and a
+report: best reward so far, mean +- std per solver, and each solver's Pareto front of all its trials.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from _common import add_common, run_cli
+from _experiment import add_run_flags, apply_preset, check_ray, parse_list, spec_of, study_fields
+
+FULL = dict(solvers="random,bo,mfbo,bohb,tpe", repeats=5, budget_epochs=400, fidelity=8, min_fidelity=2)
+QUICK = dict(repeats=2, budget_epochs=4, fidelity=2, min_fidelity=1)
+QUICK_REPLAY = dict(repeats=3, budget_epochs=20)   # replayed trials cost nothing: a longer curve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common(p, "runs/compare-solvers")
+    p.add_argument("--solvers", default=None, help="comma-separated (default: random,bo,mfbo,bohb,tpe)")
+    p.add_argument("--repeats", type=int, default=None, help="runs per solver, seeds --seed.. (paper: 5)")
+    p.add_argument("--budget-epochs", type=int, default=None, help="search epochs per run (paper: 400)")
+    p.add_argument("--fidelity", type=int, default=None, help="search epochs of a full trial (paper: 8)")
+    p.add_argument("--min-fidelity", type=int, default=None, help="lowest fidelity of mfbo / bohb (paper: 2)")
+    p.add_argument("--replay", action="append", default=[], metavar="DIR",
+                   help="answer trials from recorded trials.csv (a file or study folders, searched recursively; "
+                        "repeatable) instead of running searches; --runner is then unused")
+    p.add_argument("--replay-mode", default="interpolate", choices=["interpolate", "nearest"])
+    add_run_flags(p)
+    return p
+
+
+def plan(args):
+    """Every sub-study's config (validated), the replay table; all input checks, before any work."""
+    from automl.runners.replay import ReplayTable
+    from automl.solvers import make_solver
+    from automl.study import StudyConfig
+    from searchers.errors import UsageError
+
+    if args.repeats < 1:
+        raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
+    solvers = list(dict.fromkeys(parse_list(args.solvers, str, "--solvers")))
+    fields = study_fields(args)
+    configs = {}
+    for s in solvers:
+        for r in range(args.repeats):
+            configs[s, r] = StudyConfig(**fields, out=f"{args.out}/{s}/repeat-{r:02d}", solver=s,
+                                        trials=max(1, args.budget_epochs // args.min_fidelity),  # budget binds
+                                        budget_epochs=args.budget_epochs, fidelity=args.fidelity,
+                                        min_fidelity=args.min_fidelity, seed=args.seed + r)
+        cfg = configs[s, 0]
+        make_solver(s, cfg.space(), budget_epochs=cfg.budget, seed=cfg.seed)   # solver-specific refusals now
+    table = None
+    if args.replay:
+        table = ReplayTable.load(*args.replay)
+        table.check(configs[solvers[0], 0])
+    return solvers, configs, table
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    apply_preset(args, FULL, {**QUICK, **(QUICK_REPLAY if args.replay else {})})
+    import pandas as pd
+
+    from automl.analysis import best_so_far_long, fidelity_rank_correlation, spread
+    from automl.experiments import prepare_experiment, run_substudy, save_experiment
+    from automl.runners.replay import replay_trial_fn
+    from automl.study_reports import write_compare_report
+    from automl.tuning import prepare_out
+
+    solvers, configs, table = plan(args)
+    spec = spec_of(args, replay=[str(p) for p in args.replay])
+    out = prepare_experiment(args.out, spec, resume=args.resume)
+    for cfg in configs.values():
+        prepare_out(cfg, args.resume)
+    if table is None:
+        check_ray(args)
+    save_experiment(out, spec)
+
+    trial_fn = replay_trial_fn(table, args.replay_mode) if table is not None else None
+    runner = "local" if table is not None else args.runner
+    frames = {}
+    for r in range(args.repeats):   # repeat-major: an interrupted run has every solver at equal depth
+        for s in solvers:
+            t0 = time.perf_counter()
+            t = run_substudy(configs[s, r], resume=args.resume, runner=runner, trial_fn=trial_fn)
+            df = t.frame()
+            df.insert(2, "repeat", r)
+            frames[s, r] = df
+            best = df["reward"].astype(float).max() if len(df) else float("nan")
+            print(f"{s:>6} repeat {r}: {len(df)} trials, {int(df['fidelity'].sum())} epochs, "
+                  f"best reward {best:.4f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    curves = best_so_far_long(frames, ("solver", "repeat"))
+    curves.insert(2, "seed", curves["repeat"] + args.seed)
+    trials = pd.concat(frames.values(), ignore_index=True)
+    recorded = table.frame if table is not None else trials
+    names = configs[solvers[0], 0].space().names
+    kendall = fidelity_rank_correlation(recorded, names)
+    final = curves.groupby(["solver", "repeat"], sort=False).tail(1)
+    summary = spread(final, ["solver"], ["best_reward", "cum_epochs", "trial"]).rename(
+        columns={"trial_mean": "trials_mean", "trial_std": "trials_std"})
+
+    paths = {"curves": out / "curves.csv", "trials": out / "all_trials.csv", "kendall": out / "kendall.csv",
+             "summary": out / "summary.csv"}
+    curves.to_csv(paths["curves"], index=False)
+    trials.to_csv(paths["trials"], index=False)
+    kendall.to_csv(paths["kendall"], index=False)
+    summary.to_csv(paths["summary"], index=False)
+    paths["report"] = write_compare_report(out / "report.html", curves, trials, kendall, summary,
+                                           configs[solvers[0], 0], args.budget_epochs, table is not None)
+
+    print("\nfinal best reward (Eq. 19) per solver, mean +- std over repeats:")
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print("\nKendall tau of the lambda ranking at low vs full fidelity "
+          f"({'replayed table' if table is not None else 'trials of this run'}):")
+    print(kendall.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(kendall)
+          else "  (no lambda recorded at two fidelities: run studies/fidelity_grid.py and pass --replay)")
+    for k, v in paths.items():
+        print(f"{k:>8}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
