@@ -124,13 +124,17 @@ def cmd_profile(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per pass")
+    p.add_argument("--passes", type=int, default=4, help="shuffled passes; each network keeps its median")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="cpu: thread CPU time, robust on a shared machine (CPU, 1 thread only)")
     p.add_argument("--validate", type=int, default=10, help="random networks to validate the profile on")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     check_writable(Path(args.out).parent if Path(args.out).suffix else Path(args.out))
     profile_device(device=args.device, threads=args.threads, image_size=args.image_size, width=args.width,
-                   repeats=args.repeats, validate_n=args.validate, out=args.out)
+                   repeats=args.repeats, passes=args.passes, clock=args.clock, validate_n=args.validate,
+                   out=args.out)
     return 0
 
 

@@ -21,10 +21,14 @@ Readings and deviations (also in the report):
   * Eq. 8 reads q = ReLU(p^ - t(j)) (garbled in the text; the ReLU of Lee 2019), Eq. 9 q / sum_k q.
   * Temperature: the DST setting of App. B.3 (tau0 = 1, x0.9 per epoch). beta starts at 0 (t = 0.5),
     alpha at 1e-3 * N(0, 1) as DARTS: every connection is active at the start, as App. C says.
-  * Small-CPU defaults: 5 cells of C = 8 (B.3: 8 of 16), lr_w 0.05 (B.3: 0.2 at batch 512, scaled to
-    128), arch lr 6e-3 (the ImageNet value; CIFAR's 6e-4 barely moves alpha in a short search). The
-    bottleneck of App. B.4 is left out (an efficiency device, not part of the method).
-  * BN statistics are re-estimated on training batches before each evaluation (see cells.recalibrate_bn).
+  * Small-CPU defaults: 5 cells (B.3: 8; C = 16 at width 1.0 as B.3); lr_w 0.05 (B.3: 0.2 at batch
+    512, for 50 epochs); arch lr 0.03 (B.3: 6e-4 over ~2500 architecture steps on CIFAR-10; an
+    8-epoch digits search at batch 32 has ~150, and the arch lr sets how far alpha can move: use 6e-4
+    for a CIFAR-10-sized search). The bottleneck of App. B.4 is left out (an efficiency device).
+  * Transit-cells sum their derived connections unweighted (Eq. 6) and, at the start, every connection
+    is derived; pooling carries DARTS' non-affine BN (cells.make_op), which keeps those sums, and the
+    first losses, moderate. BN statistics are re-estimated on training batches before each evaluation
+    (cells.recalibrate_bn).
 """
 from __future__ import annotations
 
@@ -47,16 +51,17 @@ from .spaces.cells import OPS, Cell, CellArch, Edge, classify, layout, make_op, 
 @dataclass(frozen=True, kw_only=True)
 class Params:
     lam: float = 0.1               # Eq. 11 sparsity coefficient (Table 3: 0.05-0.2); larger is sparser
-    ops: tuple[str, ...] = OPS     # App. B.2 standard space; DST drops 'none' (sparsification replaces it)
-    channels: int = 8              # C (B.3: 16; small for CPU)
+    ops: str = ",".join(OPS)       # App. B.2 standard space; DST drops 'none' (sparsification replaces it)
+    channels: int = 16             # C at width 1.0 (B.3); RunSettings.width scales it (0.25 on digits: 4)
     cells: int = 5                 # B.3: 8; reductions at 1/3 and 2/3 depth
     steps: int = 4                 # intermediate nodes per cell (B.3: 6 nodes = 2 inputs + 4)
-    lr_w: float = 0.05             # SGD, cosine to 0 (B.3: 0.2 at batch 512)
+    lr_w: float = 0.05             # SGD, cosine to 0 (B.3: 0.2 at batch 512, 50 epochs)
     momentum: float = 0.9          # B.3
     weight_decay: float = 3e-4     # B.3
     grad_clip: float = 5.0         # DARTS convention
-    lr_arch: float = 6e-3          # Adam for alpha and beta (B.3: 6e-4 CIFAR, 6e-3 ImageNet)
-    arch_betas: tuple[float, float] = (0.5, 0.999)  # B.3
+    lr_arch: float = 0.03          # Adam for alpha and beta (B.3: 6e-4 CIFAR, 6e-3 ImageNet; see module doc)
+    arch_beta1: float = 0.5        # Adam betas (B.3: 0.5, 0.999)
+    arch_beta2: float = 0.999
     arch_weight_decay: float = 1e-3  # B.3
     tau0: float = 1.0              # Eq. 5 temperature at the start (B.3, DST)
     tau_decay: float = 0.9         # per-epoch annealing factor (B.3, DST)
@@ -64,15 +69,22 @@ class Params:
 
     def __post_init__(self):
         validate_params(self)
-        if not self.ops or len(set(self.ops)) != len(self.ops):
-            raise UsageError(f"ops must be distinct operator names, got {self.ops}")
-        for o in self.ops:
+        ops = self.op_names
+        if not ops or len(set(ops)) != len(ops):
+            raise UsageError(f"ops must be distinct, comma-separated operator names, got {self.ops!r}")
+        for o in ops:
             check_choice("operator", o, OPS)
+        if not (self.arch_beta1 < 1 and self.arch_beta2 < 1):
+            raise UsageError(f"Adam betas must be < 1, got {self.arch_beta1}, {self.arch_beta2}")
         if self.channels < 2 or self.cells < 3 or self.steps < 1:
             raise UsageError(f"need channels >= 2, cells >= 3, steps >= 1; got {self.channels}, {self.cells}, "
                              f"{self.steps}")
         if not self.tau0 > 0 or not 0 < self.tau_decay <= 1:
             raise UsageError(f"need tau0 > 0 and 0 < tau_decay <= 1, got {self.tau0}, {self.tau_decay}")
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.ops.split(",") if o.strip())
 
 
 def node_rows(steps: int) -> list[range]:
@@ -209,10 +221,11 @@ class EnTranNAS(Searcher):
         self.w_task = dataclasses.replace(task, train=move(half_w))
         self.a_task = dataclasses.replace(task, train=move(half_a))
         c = max(2, round(p.channels * settings.width))
-        self.net = EnTranNet(c, p.cells, p.steps, task.image_size, task.num_classes, p.ops, p.beta0).to(self.device)
+        self.net = EnTranNet(c, p.cells, p.steps, task.image_size, task.num_classes, p.op_names,
+                             p.beta0).to(self.device)
         self.opt_w = torch.optim.SGD(self.net.weights(), lr=p.lr_w, momentum=p.momentum,
                                      weight_decay=p.weight_decay)
-        self.opt_a = torch.optim.Adam(self.net.arch_parameters(), lr=p.lr_arch, betas=p.arch_betas,
+        self.opt_a = torch.optim.Adam(self.net.arch_parameters(), lr=p.lr_arch, betas=(p.arch_beta1, p.arch_beta2),
                                       weight_decay=p.arch_weight_decay)
         self.best: dict | None = None
         self._set_schedules()

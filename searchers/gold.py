@@ -15,8 +15,8 @@ Deviations and readings of the paper (also in the report):
     edge would feel no penalty, and edges could never be removed (they are in Fig. 2 / 5).
   * FLOPs(alpha) is measured in units of the supernet's mean operator FLOPs, and the uniform version
     gives every operator that unit, so mu = 1 weighs both terms equally and lambda does not depend
-    on width or image size; lam0 is in these units (the paper's 1e-5 is per raw FLOP of 14 cells x 36
-    channels at ~520 steps an epoch; our epochs have ~10 steps, hence the larger start).
+    on width or image size; lam0 is in these units, chosen as B.1 chose 1e-5: so that the penalty
+    starts comparable to the cross-entropy (~140 operators x ln 2 x 0.01 ~ 1).
   * Pruning never empties a node (App. A.1's validity rule): candidates are taken weakest first and a
     node's last operator is kept.
   * FLOPs_min is a fraction of the supernet's FLOPs (B.1's 240M / 360M are absolute for its network).
@@ -24,9 +24,10 @@ Deviations and readings of the paper (also in the report):
     mu = 0, only free skip-connects left), where lambda would otherwise grow without bound -- pruning
     stops and the remaining epochs train the final architecture with lambda = 0; it joins the Pareto
     set like any other after t0 + 1 epochs.
-  * Small-CPU defaults: 5 cells of C = 8 (B.1: 14 of 36), t0 = 0 (B.1: 3), lr_w 0.05 (B.1: 0.01 over
-    ~50x more steps); augmentation is the task's crop/flip (B.1 uses AutoAugment). BN statistics are
-    re-estimated on training batches before each evaluation (cells.recalibrate_bn).
+  * Small-CPU defaults: 5 cells (B.1: 14; C = 36 at width 1.0 as B.1), t0 = 0 (B.1: 3), lr_w 0.05
+    (B.1: 0.01, for searches of far more steps); augmentation is the task's crop/flip (B.1 uses
+    AutoAugment). BN statistics are re-estimated on training batches before each evaluation
+    (cells.recalibrate_bn).
   * The epoch budget ends the search like FLOPs_min does (B.1: it can be stopped "anywhere"): the
     architecture of the last epoch joins the Pareto set.
   * A Pareto member with the same FLOPs as the previous one replaces it (same cost, survived longer).
@@ -50,8 +51,8 @@ OPS = ("skip", "sep3")  # Sec. 3.2: two candidates per edge, following [1, 39]
 
 @dataclass(frozen=True, kw_only=True)
 class Params:
-    mu: float = 0.0            # Sec. 3.5 / Table 1: balance of FLOPs(alpha) and its uniform version; larger is cheaper
-    channels: int = 8          # C of the first cells (B.1: 36; small for CPU)
+    mu: float = 0.0            # Sec. 3.5 / Table 1: weight of the uniform FLOPs term; larger is cheaper
+    channels: int = 36         # C at width 1.0 (B.1); RunSettings.width scales it (0.25 on digits: 9)
     cells: int = 5             # B.1: 14; reductions at 1/3 and 2/3 depth
     steps: int = 4             # intermediate nodes per cell (DARTS / App. A.1: 4)
     lr_w: float = 0.05         # eta_omega (B.1: 0.01 with SGD momentum 0.9, for ~50x more steps)

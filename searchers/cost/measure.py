@@ -5,7 +5,7 @@ at every layer boundary (CUDA: an event per boundary, read after one synchronize
 timed with caches, allocator and launch queue as a real inference leaves them. Timing a layer alone
 instead keeps its weights warm in cache and misses the hand-over between layers; on this project's
 2-vCPU EPYC (1 thread, 224x224) that under-predicted random whole networks by 11-19 %, while the
-in-context profile is unbiased (-2..+1 %); see benchmarks/profile_accuracy.py.
+in-context profile's mean error stayed within +-2 % (benchmarks/profile_accuracy.py).
 
 Probe design: every probe network keeps all 20 searchable layers; in each round, each layer takes each
 of its variants (k, e) -- and, with `se=True`, (k, e) with SE 0.25 -- in exactly one probe, in an

@@ -2,8 +2,8 @@
 
 The search dynamics of so small a network are chaotic, so the searches below use fixed seeds (CPU runs
 are deterministic): a 20-epoch search for the Pareto front, and 4-epoch searches, where mu = 1 has
-pruned faster than mu = 0 on every seed tried (0-7), for the mu comparison and checkpointing. One
-torch thread: these tensors are too small to gain from more, and results then do not depend on it.
+pruned faster than mu = 0 on every seed tried (0-7), for the mu comparison and checkpointing.
+(tests/conftest.py runs torch on one thread, so the trajectories do not depend on the core count.)
 """
 import dataclasses
 import io
@@ -29,14 +29,6 @@ def run(s: GoldNAS) -> GoldNAS:
     while s.epoch < s.settings.epochs:
         s.step()
     return s
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,230 @@
+"""The experiments made of sub-studies (Single-Path NAS Fig. 8-9) and the replay runner.
+
+Replay and grid-solver tests use a synthetic recorded table (no training, milliseconds). Each study's
+--quick run is exercised in-process (`main(argv)`: the digits task loads once per session) and made
+smaller still (two lambdas, 1-2 epochs, two repeats), always with the local runner: no Ray cluster.
+"""
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl.analysis import fidelity_rank_correlation
+from automl.reward import reward
+from automl.results import TrialsTable
+from automl.runners.replay import ReplayTable, replay_trial, replay_trial_fn
+from automl.solvers.base import Observation, Proposal
+from automl.solvers.grid import GridSolver
+from automl.study import StudyConfig, TrialRow
+from automl.tuning import run_study
+from searchers.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[2]
+LAMS = (0.001, 0.01, 0.1, 1.0)
+
+
+def recorded_value(lam: float, fidelity: int) -> tuple[float, float]:
+    """(val_acc, runtime_ms): runtime falls with log lambda, faster at low fidelity (Fig. 9's overshoot)."""
+    u = math.log10(lam) + 3                      # 0 .. 3
+    runtime = 130 - 25 * u * (1.5 if fidelity == 1 else 1.0)
+    return 0.9 - 0.05 * u - (0.1 if fidelity == 1 else 0.0), runtime
+
+
+def config(tmp_path, **kw) -> StudyConfig:
+    base = dict(out=str(tmp_path / "study"), solver="random", target=80.0, trials=3, fidelity=2, min_fidelity=1,
+                width=0.25, data_limit=96, seed=0)
+    base.update(kw)
+    return StudyConfig(**base)
+
+
+@pytest.fixture
+def recorded(tmp_path) -> Path:
+    """A recorded study folder: study.json + trials.csv with every LAMS at fidelities 1 and 2."""
+    d = tmp_path / "recorded"
+    d.mkdir()
+    config(tmp_path, out=str(d)).save(d / "study.json")
+    table = TrialsTable(d / "trials.csv", ["lam"])
+    for i, (f, lam) in enumerate((f, lam) for f in (1, 2) for lam in LAMS):
+        acc, ms = recorded_value(lam, f)
+        table.append(TrialRow(trial_id=i, solver="grid", params={"lam": lam}, fidelity=f, seed=0, status="ok",
+                              val_acc=acc, test_acc=acc - 0.01, runtime_ms=ms, flops=1e6 * ms, target=80.0,
+                              reward=reward(acc, ms, 80.0), arch=f"arch{i}", wall_s=10.0 * f))
+    table.append(TrialRow(trial_id=99, solver="grid", params={"lam": 0.3}, fidelity=2, seed=0, status="failed",
+                          error="diverged"))   # failed rows are no record
+    return d
+
+
+# -- replay ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["interpolate", "nearest"])
+def test_replay_answers_a_recorded_point_exactly(recorded, tmp_path, mode):
+    cfg = config(tmp_path, target=60.0)   # another target: Eq. 19 is recomputed, not copied
+    row = replay_trial(cfg, Proposal(trial_id=5, params={"lam": 0.1}, fidelity=2), table=ReplayTable.load(recorded),
+                       mode=mode)
+    acc, ms = recorded_value(0.1, 2)
+    assert row.status == "ok" and row.trial_id == 5 and row.fidelity == 2
+    assert row.val_acc == pytest.approx(acc) and row.runtime_ms == pytest.approx(ms) and row.arch == "arch6"
+    assert row.reward == pytest.approx(acc * 60.0 / ms) and row.wall_s == pytest.approx(20.0)
+
+
+def test_replay_interpolates_in_log_lambda_between_two_neighbours(recorded, tmp_path):
+    table, cfg = ReplayTable.load(recorded / "trials.csv"), config(tmp_path)
+    mid = math.sqrt(0.01 * 0.1)   # halfway in log lambda
+    r = table.lookup(cfg, {"lam": mid}, 2)
+    (a0, m0), (a1, m1) = recorded_value(0.01, 2), recorded_value(0.1, 2)
+    assert r["val_acc"] == pytest.approx((a0 + a1) / 2) and r["runtime_ms"] == pytest.approx((m0 + m1) / 2)
+    near = table.lookup(cfg, {"lam": 0.02}, 2, mode="nearest")
+    assert near["runtime_ms"] == pytest.approx(m0)
+    assert table.lookup(cfg, {"lam": 5.0}, 2)["runtime_ms"] == pytest.approx(recorded_value(1.0, 2)[1])  # clamped
+    far = table.lookup(cfg, {"lam": 0.1}, 8)          # unrecorded fidelity: the nearest one (2)
+    assert far["fidelity_used"] == 2 and far["runtime_ms"] == pytest.approx(m1)
+
+
+def test_replay_refuses_a_table_of_another_searcher(recorded, tmp_path):
+    with pytest.raises(UsageError, match="no recorded trial of searcher multi-path"):
+        ReplayTable.load(recorded).check(config(tmp_path, searcher="multi-path"))
+    with pytest.raises(UsageError, match="do not exist"):
+        ReplayTable.load(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("solver", ["random", "bohb"])
+def test_replayed_study_takes_well_under_a_second_per_trial(recorded, tmp_path, solver):
+    cfg = config(tmp_path, solver=solver, trials=30, budget_epochs=40)
+    t0 = time.perf_counter()
+    outcome = run_study(cfg, runner="local", trial_fn=replay_trial_fn(ReplayTable.load(recorded)))
+    per_trial = (time.perf_counter() - t0) / len(outcome.table.rows)
+    df = pd.read_csv(outcome.paths["trials"])
+    assert len(df) >= 20 and (df.status == "ok").all() and df.result_dir.str.startswith("replay:").all()
+    assert per_trial < 0.25
+    with pytest.raises(UsageError, match="no successful"):   # replayed rows are never a record
+        ReplayTable.load(outcome.paths["trials"])
+
+
+# -- grid solver, rank correlation --------------------------------------------------------------------
+
+def test_grid_solver_asks_each_point_once_and_resumes(tmp_path):
+    space = config(tmp_path).space()
+    points = [({"lam": lam}, f) for f in (1, 2) for lam in (0.01, 0.1)]
+    solver = GridSolver(space, points)
+    asked = [solver.ask() for _ in range(4)]
+    assert [(p.params, p.fidelity) for p in asked] == points and solver.ask() is None
+    assert solver.spent_epochs == 6
+    resumed = GridSolver(space, points)   # a resumed study re-tells finished rows (csv floats)
+    for p in asked[:3]:
+        resumed.charge(p.fidelity, p.trial_id)
+        resumed.tell(Observation(params={"lam": float(repr(p.params["lam"]))}, fidelity=p.fidelity, reward=0.5,
+                                 trial_id=p.trial_id))
+    last = resumed.ask()
+    assert (last.params, last.fidelity) == points[3] and last.trial_id == 3 and resumed.ask() is None
+
+
+def test_kendall_tau_of_low_vs_full_fidelity(recorded):
+    df = pd.read_csv(recorded / "trials.csv", keep_default_na=False)
+    k = fidelity_rank_correlation(df, ["lam"])
+    assert list(k.columns[:3]) == ["low_fidelity", "full_fidelity", "n"]
+    assert k.iloc[0].n == 4 and k.iloc[0].tau_val_acc == pytest.approx(1.0)   # same order of accuracy
+    assert -1.0 <= k.iloc[0].tau_reward <= 1.0
+
+
+# -- the studies' --quick runs, smaller still ----------------------------------------------------------
+
+def run_main(module, argv):
+    mod = __import__(module)
+    assert mod.main(argv) == 0
+
+
+def test_fidelity_grid_then_compare_solvers_by_replay(tmp_path):
+    grid = tmp_path / "grid"
+    run_main("fidelity_grid", ["--quick", "--runner", "local", "--lams", "0.01,1", "--epochs-list", "1,2",
+                               "--out", str(grid)])
+    df = pd.read_csv(grid / "grid.csv")
+    assert len(df) == 4 and {"lam", "epochs", "val_acc", "runtime_ms", "reward", "seed"} <= set(df.columns)
+    assert sorted(zip(df.lam, df.epochs)) == [(0.01, 1), (0.01, 2), (1.0, 1), (1.0, 2)]
+    assert len(pd.read_csv(grid / "epochs.csv")) == 1 + 1 + 2 + 2   # one row per epoch of every search
+    assert list(pd.read_csv(grid / "kendall.csv").columns[:4]) == ["low_fidelity", "full_fidelity", "n", "tau_reward"]
+    assert (grid / "report.html").stat().st_size > 1_000_000   # plotly.js inlined
+    before = (grid / "grid" / "trials.csv").read_text()
+    t0 = time.perf_counter()
+    run_main("fidelity_grid", ["--quick", "--runner", "local", "--lams", "0.01,1", "--epochs-list", "1,2",
+                               "--out", str(grid), "--resume"])
+    assert time.perf_counter() - t0 < 10 and (grid / "grid" / "trials.csv").read_text() == before  # read back
+
+    out = tmp_path / "compare"
+    run_main("compare_solvers", ["--quick", "--replay", str(grid), "--solvers", "random,tpe,bohb", "--repeats", "2",
+                                 "--out", str(out)])
+    curves = pd.read_csv(out / "curves.csv")
+    assert list(curves.columns) == ["solver", "repeat", "seed", "trial", "cum_epochs", "best_reward"]
+    assert set(curves.solver) == {"random", "tpe", "bohb"} and set(curves.repeat) == {0, 1}
+    assert curves.groupby(["solver", "repeat"]).cum_epochs.max().le(20).all()
+    trials = pd.read_csv(out / "all_trials.csv")
+    assert {"solver", "repeat", "lam", "fidelity", "reward"} <= set(trials.columns)
+    assert len(pd.read_csv(out / "kendall.csv")) == 1 and (out / "report.html").stat().st_size > 1_000_000
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.solver) == ["random", "tpe", "bohb"] and (summary.n == 2).all()
+
+
+def test_compare_solvers_with_real_searches(tmp_path):
+    out = tmp_path / "compare"
+    run_main("compare_solvers", ["--quick", "--runner", "local", "--solvers", "random", "--repeats", "1",
+                                 "--budget-epochs", "2", "--fidelity", "1", "--out", str(out)])
+    trials = pd.read_csv(out / "all_trials.csv")
+    assert len(trials) == 2 and (trials.status == "ok").all()
+    assert (out / "random" / "repeat-00" / "trials" / "0000" / "result.json").exists()
+    assert len(pd.read_csv(out / "curves.csv")) == 2
+
+
+def test_variance_quick(tmp_path):
+    out = tmp_path / "variance"
+    run_main("variance", ["--quick", "--runner", "local", "--formulations", "single-path-softmax",
+                          "--tune-trials", "1", "--repeats", "2", "--epochs", "1", "--intra-samples", "2",
+                          "--proxy-epochs", "1", "--out", str(out)])
+    runs = pd.read_csv(out / "runs.csv")
+    assert {"formulation", "kind", "seed", "val_acc", "test_acc", "runtime_ms", "reward", "arch"} <= set(runs.columns)
+    assert sorted(runs.kind) == ["inter", "inter", "intra", "intra"] and list(runs[runs.kind == "inter"].seed) == [1, 2]
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"val_acc_mean", "val_acc_std", "runtime_ms_mean", "runtime_ms_std"} <= set(summary.columns)
+    assert len(summary) == 2 and (out / "report.html").stat().st_size > 1_000_000
+    assert pd.read_csv(out / "tuned.csv").tuned.str.contains("lam").all()
+
+
+@pytest.mark.slow
+def test_variance_random_search_by_rejection(tmp_path):
+    out = tmp_path / "variance"
+    run_main("variance", ["--quick", "--formulations", "random", "--repeats", "2", "--epochs", "1",
+                          "--runner", "local", "--out", str(out)])
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 2 and (runs.status == "ok").all()
+    assert np.all(np.abs(runs.runtime_ms / 80.0 - 1) <= 0.05)   # within the rejection window
+
+
+# -- bad input: one line, exit 2, nothing written -------------------------------------------------------
+
+@pytest.mark.parametrize("module, argv, message", [
+    ("compare_solvers", ["--solvers", "random,nope"], "valid choices"),
+    ("compare_solvers", ["--replay", "/nonexistent"], "do not exist"),
+    ("fidelity_grid", ["--epochs-list", "2,x"], "comma-separated"),
+    ("fidelity_grid", ["--searcher", "dsnas"], "one hyperparameter"),
+    ("variance", ["--formulations", "single-path-sigmoid,nope"], "unknown formulation"),
+    ("variance", ["--repeats", "0"], ">= 1"),
+])
+def test_bad_input_is_refused_before_any_work(module, argv, message, tmp_path, capsys):
+    from _common import run_cli
+
+    out = tmp_path / "out"
+    mod = __import__(module)
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda: mod.main(["--quick", "--runner", "local", "--out", str(out), *argv]))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_error_exits_2_as_a_subprocess(tmp_path):
+    p = subprocess.run([sys.executable, "studies/compare_solvers.py", "--quick", "--repeats", "0",
+                        "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.startswith("error:") and len(p.stderr.strip().splitlines()) == 1
