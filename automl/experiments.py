@@ -21,7 +21,7 @@ from .results import TrialsTable, write_json
 from .runners.local import observation, run_local
 from .solvers import Solver, make_solver
 from .solvers.base import Proposal
-from .study import StudyConfig, TrialRow, cached_task, make_searcher, run_trial
+from .study import StudyConfig, TrialRow, cached_task, run_trial
 from .tuning import prepare_out
 
 EXPERIMENT, DONE = "experiment.json", "done.json"
@@ -65,20 +65,7 @@ def light_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | N
     the export costs about as much as a tiny search, and an experiment of hundreds of searches deploys
     none of them (model.pt exports later). `after(searcher, result_dir)` may save more (e.g. samples of
     a softmax distribution, which only the live searcher holds)."""
-    try:
-        searcher = make_searcher(config, proposal)
-    except Exception:
-        return run_trial(config, proposal)   # records the failure the way every trial does
-    results = []
-    finish = searcher.finish
-    searcher.finish = lambda: results.append(finish()) or results[-1]   # keep the SearchResult
-    row = run_trial(config, proposal, searcher=searcher)
-    if row.status == "ok" and result_dir is not None:
-        results[-1].save(result_dir, onnx=False)
-        row.result_dir = str(result_dir)
-        if after is not None:
-            after(searcher, Path(result_dir))
-    return row
+    return run_trial(config, proposal, result_dir=result_dir, onnx=False, after=after)
 
 
 _dashboard_printed = False
@@ -147,8 +134,10 @@ def run_fixed(out: Path, *, searcher: str, searcher_params: dict, settings, data
     row = TrialRow(trial_id=0, solver="none", params={}, fidelity=settings.epochs, seed=seed, target=target.value)
     t0 = time.perf_counter()
     try:
-        s = cls(cls.make_params(**searcher_params), cached_task(data, data_limit), settings)
+        task = cached_task(data, data_limit)
+        s = cls(cls.make_params(**searcher_params), task, settings)
         result = s.run()
+        row.val_n = len(task.val[1])
         row.val_acc, row.test_acc, row.runtime_ms, row.flops, row.arch = (
             result.val_acc, result.test_acc, result.runtime_ms, result.flops, result.arch)
         row.reward = reward(result.val_acc, target.measure(result.runtime_ms, result.flops), target.value)  # Eq. 19

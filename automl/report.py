@@ -60,7 +60,7 @@ def write_report(path: Path, table, config) -> Path:
         fig.add_vline(x=config.target, line_dash="dash", annotation_text="target", row=2, col=2)
     fig.update_layout(height=900, title=f"{config.searcher} tuned by {config.solver} toward {config.target_obj}",
                       showlegend=False)
-    best = table.best(config.fidelity)
+    best = table.best(config.fidelity, config.target, lambda r: config.target_obj.measure(r.runtime_ms, r.flops))
     summary = "<p>No successful trial.</p>" if best is None else (
         f"<p><b>Best trial {best.trial_id}</b>: {html.escape(str(best.params))}, val acc {best.val_acc:.4f}, "
         f"test acc {best.test_acc:.4f}, runtime {best.runtime_ms if best.runtime_ms is not None else '-'} ms, "

@@ -128,6 +128,7 @@ class TrialRow:
     status: str = "running"      # running | ok | failed
     error: str = ""
     val_acc: float | None = None
+    val_n: int | None = None     # validation images behind val_acc (its standard error, for best())
     test_acc: float | None = None
     runtime_ms: float | None = None
     flops: float | None = None
@@ -165,8 +166,11 @@ def make_searcher(config: StudyConfig, proposal: Proposal):
 
 
 def run_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | None = None,
-              on_epoch: Callable | None = None, searcher=None) -> TrialRow:
-    """Run one inner search for `proposal`; failures (exceptions, NaN) become a failed row."""
+              on_epoch: Callable | None = None, searcher=None, onnx: bool = True,
+              after: Callable | None = None) -> TrialRow:
+    """Run one inner search for `proposal`; failures (exceptions, NaN) become a failed row.
+    The result goes to `result_dir` (ONNX export optional: on a CPU it costs about a tiny search);
+    `after(searcher, result_dir)` may save more from the live searcher (e.g. softmax samples)."""
     row = TrialRow(trial_id=proposal.trial_id, solver=config.solver, params=dict(proposal.params),
                    fidelity=proposal.fidelity, seed=config.seed, target=config.target)
     t0 = time.perf_counter()
@@ -174,13 +178,16 @@ def run_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | Non
         searcher = searcher or make_searcher(config, proposal)
         result = searcher.run(on_epoch)
         row.val_acc, row.test_acc = result.val_acc, result.test_acc
+        row.val_n = len(searcher.task.val[1])
         row.runtime_ms, row.flops, row.arch = result.runtime_ms, result.flops, result.arch
         # Eq. 19 on validation accuracy: the test split stays untouched by the tuning
         row.reward = trial_reward(config, result.val_acc, result.runtime_ms, result.flops)
         row.status = "ok"
         if result_dir is not None:
-            result.save(result_dir)
+            result.save(result_dir, onnx=onnx)
             row.result_dir = str(result_dir)
+            if after is not None:
+                after(searcher, Path(result_dir))
     except Exception as e:  # a trial that raises or diverges is recorded, told as worst, and the study goes on
         row.status, row.error = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:300]
         if not isinstance(e, (UsageError,)) and "diverged" not in str(e):

@@ -93,7 +93,7 @@ def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = No
 
     out = Path(config.out)
     paths = {"trials": out / "trials.csv", "study": out / "study.json"}
-    best = table.best(config.fidelity)
+    best = table.best(config.fidelity, config.target, lambda r: config.target_obj.measure(r.runtime_ms, r.flops))
     if best is not None and best.result_dir and Path(best.result_dir).is_dir():
         dst = out / "best"
         tmp = out / ".best.tmp"

@@ -39,7 +39,8 @@ def tuned_value(tune: StudyConfig | None, *, resume: bool, runner: str,
     if tune is None:
         return {}, None
     table = run_substudy(tune, resume=resume, runner=runner, on_row=on_row)
-    best = table.best(tune.fidelity)
+    # the value tune_lambda would deliver (finalize's choice: Eq. 19, ties by closeness to the target)
+    best = table.best(tune.fidelity, tune.target, lambda r: tune.target_obj.measure(r.runtime_ms, r.flops))
     return (dict(best.params), best.reward) if best is not None else (None, None)
 
 

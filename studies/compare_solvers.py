@@ -17,7 +17,7 @@ import argparse
 import time
 
 from _common import add_common, run_cli
-from _experiment import add_run_flags, apply_preset, check_ray, parse_list, spec_of, study_fields
+from _experiment import add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, study_fields
 
 FULL = dict(solvers="random,bo,mfbo,bohb,tpe", repeats=5, budget_epochs=400, fidelity=8, min_fidelity=2)
 QUICK = dict(repeats=2, budget_epochs=4, fidelity=2, min_fidelity=1)
@@ -80,7 +80,8 @@ def main(argv=None) -> int:
 
     solvers, configs, table = plan(args)
     spec = spec_of(args, replay=[str(p) for p in args.replay])
-    out = prepare_experiment(args.out, spec, resume=args.resume)
+    # more repeats or solvers on --resume add sub-studies; the finished ones are read back
+    out = prepare_experiment(args.out, spec, resume=args.resume, resumable=("repeats", "solvers"))
     for cfg in configs.values():
         prepare_out(cfg, args.resume)
     if table is None:
@@ -93,7 +94,8 @@ def main(argv=None) -> int:
     for r in range(args.repeats):   # repeat-major: an interrupted run has every solver at equal depth
         for s in solvers:
             t0 = time.perf_counter()
-            t = run_substudy(configs[s, r], resume=args.resume, runner=runner, trial_fn=trial_fn)
+            t = run_substudy(configs[s, r], resume=args.resume, runner=runner, trial_fn=trial_fn,
+                             on_row=None if table is not None else progress(f"{s} repeat {r}"))
             df = t.frame()
             df.insert(2, "repeat", r)
             frames[s, r] = df
@@ -104,8 +106,9 @@ def main(argv=None) -> int:
     curves = best_so_far_long(frames, ("solver", "repeat"))
     curves.insert(2, "seed", curves["repeat"] + args.seed)
     trials = pd.concat(frames.values(), ignore_index=True)
-    recorded = table.frame if table is not None else trials
-    names = configs[solvers[0], 0].space().names
+    first = configs[solvers[0], 0]
+    recorded = table.rows_for(first) if table is not None else trials
+    names = first.space().names
     kendall = fidelity_rank_correlation(recorded, names)
     final = curves.groupby(["solver", "repeat"], sort=False).tail(1)
     summary = spread(final, ["solver"], ["best_reward", "cum_epochs", "trial"]).rename(
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
     kendall.to_csv(paths["kendall"], index=False)
     summary.to_csv(paths["summary"], index=False)
     paths["report"] = write_compare_report(out / "report.html", curves, trials, kendall, summary,
-                                           configs[solvers[0], 0], args.budget_epochs, table is not None)
+                                           first, args.budget_epochs, table is not None)
 
     print("\nfinal best reward (Eq. 19) per solver, mean +- std over repeats:")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

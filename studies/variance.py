@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from _common import add_common, parse_kv, run_cli
 from _experiment import add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, study_fields
@@ -55,6 +54,8 @@ def resolve(args) -> tuple[dict, list[str]]:
     import searchers
     from searchers.errors import UsageError
 
+    # declared names (the registry) vs present modules (list_searchers): a declared searcher whose module
+    # is not written yet is skipped with a note, an unknown name is an error
     registered, present = set(searchers._REGISTRY), set(searchers.list_searchers())
     chosen, notes = {}, []
     user = parse_kv(args.param)

@@ -15,10 +15,11 @@ How a proposal is answered (`ReplayTable.lookup`):
     full search); rows of the same (params, fidelity) recorded with several seeds are averaged, so the
     replayed objective is deterministic and the same for every repeat of a comparison;
   * mode "interpolate" (the default): val_acc, test_acc, runtime_ms, flops and wall_s linear in log
-    lambda between the two recorded neighbours (clamped at the ends, no extrapolation). The default
+    lambda (a hyperparameter's search scale: log where its range is log) between the two recorded
+    neighbours (clamped at the ends, no extrapolation). The default
     because a grid has few lambdas: nearest-neighbour turns the objective into a step function with as
     many values as grid points, on which every solver ties as soon as it hits the best step;
-  * mode "nearest": the recorded point nearest in log space (exact answers only).
+  * mode "nearest": the recorded point nearest in the search scale (exact answers only).
 Interpolation needs a single hyperparameter; with several, "interpolate" falls back to "nearest".
 The reward is then recomputed with Eq. 19 for the replaying study's target (not interpolated:
 Eq. 19 is not linear in R), so a table recorded for 80 ms also answers a study toward 60 ms.
@@ -54,7 +55,7 @@ def _trials_files(path: Path) -> list[Path]:
 
 def _read(csv: Path) -> pd.DataFrame:
     df = pd.read_csv(csv, keep_default_na=False)
-    missing = {"fidelity", "status", *METRICS[:4]} - set(df.columns)
+    missing = {"fidelity", "status", "arch", "result_dir", *METRICS} - set(df.columns)
     if missing:
         raise UsageError(f"{csv} is not a trials table (missing {', '.join(sorted(missing))})")
     study = csv.parent / "study.json"
@@ -102,6 +103,8 @@ class ReplayTable:
                              f"with hyperparameters {names} to replay (recorded: "
                              f"{sorted(set(self.frame['searcher']) - {''}) or 'unknown'} over {self.param_columns})")
         df = df[df[names].replace("", np.nan).notna().all(axis=1)]
+        if df.empty:
+            raise UsageError(f"no recorded trial has values for {names} to replay")
         return df
 
     def check(self, config: StudyConfig) -> None:
@@ -109,21 +112,24 @@ class ReplayTable:
         self._grouped(config)
 
     def _grouped(self, config: StudyConfig) -> dict:
-        key = (config.searcher, json.dumps(config.searcher_params, sort_keys=True), tuple(config.space().names))
+        space = config.space()
+        key = (config.searcher, json.dumps(config.searcher_params, sort_keys=True), tuple(space.params))
         if key not in self._cache:
-            names = list(key[2])
+            names = space.names
             df = self.rows_for(config).copy()
             for c in (*names, *METRICS):
                 df[c] = pd.to_numeric(df[c], errors="coerce")
             df["fidelity"] = df["fidelity"].astype(int)
+            if "val_n" not in df.columns:   # tables recorded before val_n existed
+                df["val_n"] = np.nan
+            df["val_n"] = pd.to_numeric(df["val_n"], errors="coerce")
             mean = df.groupby([*names, "fidelity"], as_index=False).agg(
-                {**{m: "mean" for m in METRICS}, "arch": "first"})
+                {**{m: "mean" for m in METRICS}, "arch": "first", "val_n": "first"})
             by_fid = {}
             for f, g in mean.groupby("fidelity"):
                 g = g.sort_values(names).reset_index(drop=True)
-                logs = np.log(np.clip(g[names].to_numpy(float), 1e-300, None))
-                by_fid[int(f)] = (logs, g)
-            self._cache[key] = {"names": names, "by_fid": by_fid}
+                by_fid[int(f)] = (_unit(space, g[names].to_numpy(float)), g)
+            self._cache[key] = {"space": space, "by_fid": by_fid}
         return self._cache[key]
 
     def lookup(self, config: StudyConfig, params: dict[str, float], fidelity: int,
@@ -131,18 +137,29 @@ class ReplayTable:
         """Recorded metrics for `params` at `fidelity` (see the module doc for how)."""
         check_choice("replay mode", mode, MODES)
         g = self._grouped(config)
-        names, by_fid = g["names"], g["by_fid"]
+        space, by_fid = g["space"], g["by_fid"]
         fids = np.array(sorted(by_fid))
         used = int(fids[np.lexsort((-fids, np.abs(fids - fidelity)))[0]])   # nearest, ties -> higher
-        logs, rows = by_fid[used]
-        x = np.log(np.array([max(float(params[n]), 1e-300) for n in names]))
-        if mode == "interpolate" and len(names) == 1 and len(rows) > 1:
-            out = _interpolate(logs[:, 0], rows, x[0])
+        coords, rows = by_fid[used]
+        x = _unit(space, np.array([[float(params[n]) for n in space.names]]))[0]
+        if mode == "interpolate" and len(space.params) == 1 and len(rows) > 1:
+            out = _interpolate(coords[:, 0], rows, x[0])
         else:
-            i = int(np.argmin(((logs - x) ** 2).sum(axis=1)))
+            i = int(np.argmin(((coords - x) ** 2).sum(axis=1)))
             out = {m: _num(rows.at[i, m]) for m in METRICS} | {"arch": rows.at[i, "arch"]}
-        out["fidelity_used"] = used
+        n = _num(rows["val_n"].iloc[0])
+        out["val_n"], out["fidelity_used"] = (None if n is None else int(n)), used
         return out
+
+
+def _unit(space, values: np.ndarray) -> np.ndarray:
+    """Each hyperparameter in its search scale, [0, 1] over its range (log for lambda): distances and
+    interpolation weights are taken there."""
+    out = np.empty_like(values, dtype=float)
+    for j, p in enumerate(space.params):
+        v = np.clip(values[:, j], 1e-300, None) if p.log else values[:, j]
+        out[:, j] = [p.to_unit(float(x)) for x in v]
+    return out
 
 
 def _num(v):
@@ -172,7 +189,7 @@ def replay_trial(config: StudyConfig, proposal: Proposal, *, table: ReplayTable,
     row = TrialRow(trial_id=proposal.trial_id, solver=config.solver, params=dict(proposal.params),
                    fidelity=proposal.fidelity, seed=config.seed, target=config.target, status="ok",
                    val_acc=r["val_acc"], test_acc=r["test_acc"], runtime_ms=r["runtime_ms"], flops=r["flops"],
-                   arch=str(r["arch"]), wall_s=round(r["wall_s"] or 0.0, 3),
+                   arch=str(r["arch"]), wall_s=round(r["wall_s"] or 0.0, 3), val_n=r["val_n"],
                    result_dir=f"{REPLAYED}{mode}@{r['fidelity_used']}")
     row.reward = trial_reward(config, row.val_acc, row.runtime_ms, row.flops or 0.0)
     return row

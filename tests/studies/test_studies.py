@@ -95,12 +95,21 @@ def test_replay_refuses_a_table_of_another_searcher(recorded, tmp_path):
 @pytest.mark.parametrize("solver", ["random", "bohb"])
 def test_replayed_study_takes_well_under_a_second_per_trial(recorded, tmp_path, solver):
     cfg = config(tmp_path, solver=solver, trials=30, budget_epochs=40)
+    replay, in_trials = replay_trial_fn(ReplayTable.load(recorded)), []
+
+    def timed(*a, **kw):
+        t = time.perf_counter()
+        row = replay(*a, **kw)
+        in_trials.append(time.perf_counter() - t)
+        return row
+
     t0 = time.perf_counter()
-    outcome = run_study(cfg, runner="local", trial_fn=replay_trial_fn(ReplayTable.load(recorded)))
-    per_trial = (time.perf_counter() - t0) / len(outcome.table.rows)
+    outcome = run_study(cfg, runner="local", trial_fn=timed)
+    per_trial = (time.perf_counter() - t0) / len(outcome.table.rows)   # solver, table and report included
     df = pd.read_csv(outcome.paths["trials"])
     assert len(df) >= 20 and (df.status == "ok").all() and df.result_dir.str.startswith("replay:").all()
-    assert per_trial < 0.25
+    # loose bounds (a loaded 2-core machine): the lookup is ~1 ms, a study step well under a second
+    assert np.mean(in_trials) < 0.05 and per_trial < 1.0
     with pytest.raises(UsageError, match="no successful"):   # replayed rows are never a record
         ReplayTable.load(outcome.paths["trials"])
 
