@@ -18,8 +18,8 @@ TINY_PARAMS = {
     "random": {"n_samples": 2},
     "multi-path": {},
     "dsnas": {},
-    "gold": {},
-    "entran": {},
+    "gold": {"cells": 3, "steps": 2},
+    "entran": {"cells": 3, "steps": 2, "ops": "skip,sep3,max3"},
 }
 # Methods whose derived child is claimed to equal the search network (no retraining).
 EXACT_CHILD = {"single-path", "dsnas", "entran", "gold", "random"}

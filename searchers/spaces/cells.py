@@ -21,7 +21,8 @@ feeds every node that keeps it, instead of one module per edge.
 The child keeps, per node, a `gate{j}` buffer (one multiplier per kept edge, 1.0 by default): the
 searches fold their final operator weights (GOLD-NAS sigmoid gates, EnTranNAS q) into it, so the child
 computes exactly what the search network computed. BN in cells is non-affine (DARTS' search setting),
-so gates cannot be absorbed by BN scales and the child has the search network's parameters.
+so gates cannot be absorbed by BN scales and the child has the search network's parameters; pooling
+is followed by such a BN, as in DARTS' search network.
 
 FLOPs are multiply-accumulates of convolutions and the classifier (as in searchers.cost.flops): BN,
 ReLU, pooling, additions and gate multiplies cost nothing. Cells whose output never reaches the

@@ -43,9 +43,12 @@ def test_weighted_sum_of_all_paths(tiny, weighting):
     x = next(tiny.batches("test", 8))[0]
     force(net, PATH)
     with torch.no_grad():
+        for m in net.modules():  # no zero-initialised residual branches: every path differs
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.normal_()
         torch.testing.assert_close(net(x), net.run_path(x, PATH), atol=1e-4, rtol=1e-4)
         net.alpha.zero_()  # unsaturated: every path contributes, the output differs from any child
-        assert not torch.allclose(net(x), net.run_path(x, PATH), atol=1e-3)
+        assert not torch.allclose(net(x), net.run_path(x, PATH), rtol=1e-2, atol=1e-3)
 
 
 def test_bilevel_steps_touch_only_their_own_parameters(tiny):
@@ -69,7 +72,7 @@ def test_runtime_term_is_the_expected_runtime(tiny):
     s = make(tiny, weighting="softmax", lam=1.0)
     force(s.net, PATH)
     arch = s.net.arch(PATH)
-    torch.testing.assert_close(float(s.expected_runtime()), exact_runtime(s.profile, arch), rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(s.expected_runtime().item(), exact_runtime(s.profile, arch), rtol=1e-5, atol=1e-3)
     # the lambda * log R gradient lowers costly paths' logits: d log R / d alpha sign at one layer
     s.net.alpha.data.zero_()
     torch.log(s.expected_runtime()).backward()
