@@ -18,9 +18,11 @@ path's exact device runtime on the profile, written with the dummies so it joins
 through the same Eq. 5-6 product (REINFORCE with a per-layer credit dR/dZ_i^s = R_i(Z_i)):
 
     R(Z) = R_const + sum_i Z_i^s R_i(Z_i)                    (Eq. 11 of Single-Path NAS, exact per op)
-    L    = CE + resource * log R(Z)                          target_ms None: Eq. 10's form, resource ~ lam
-    L    = CE + resource * max(0, R(Z) / target_ms - 1)      with a target: the public code's "only above
+    L    = CE + resource * log R(Z)                          hinge_ms None (default): Eq. 10's form
+    L    = CE + resource * max(0, R(Z) / hinge_ms - 1)       hinge_ms set: the public code's "only above
                                                              the budget" gate, as a hinge
+The hinge's runtime is a method knob, not the study's target (RunSettings.target_ms), which stays in
+the outer loop's reward; the outer loop tunes `resource` with the log form.
 
 Progressive early stop (Eq. 8) in the public code's form: once per epoch, a layer whose top-2
 probability gap p_max - p_second reaches h is fixed to its argmax op; it is no longer sampled and its
@@ -51,7 +53,7 @@ class DSNASParams:
     resource: float = 0.002         # weight of the runtime term (no paper value in ms: the public code's
                                     # is per MFLOP). Mid-range on digits, w0.5, 8 epochs: 0 -> 80 ms,
                                     # 0.002 -> 62 ms, 0.02 -> 31 ms (the fastest network)
-    target_ms: float | None = None  # None: resource * log R(Z); a number: hinge above this runtime (ms)
+    hinge_ms: float | None = None   # None: resource * log R(Z); a number: hinge above this runtime (ms)
     lr: float = 3e-3                # weights: Adam, cosine (public code: SGD momentum 0.9, lr 0.5 on
                                     # ImageNet; Adam trains a few-epoch CPU search faster, as single-path)
     arch_lr: float = 0.2            # alpha: Adam, betas (0.5, 0.999) as the public code, whose lr 1e-3
@@ -66,8 +68,8 @@ class DSNASParams:
             raise UsageError(f"h must be in (0, 1) (a probability gap), got {self.h}")
         if not self.resource >= 0:
             raise UsageError(f"resource must be >= 0, got {self.resource}")
-        if self.target_ms is not None and not self.target_ms > 0:
-            raise UsageError(f"target_ms must be > 0 or None, got {self.target_ms}")
+        if self.hinge_ms is not None and not self.hinge_ms > 0:
+            raise UsageError(f"hinge_ms must be > 0 or None, got {self.hinge_ms}")
         for name in ("lr", "arch_lr"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -150,9 +152,9 @@ class DSNAS(Searcher):
         p = self.params
         if p.resource == 0:
             return None
-        if p.target_ms is None:
+        if p.hinge_ms is None:
             return p.resource * torch.log(runtime)
-        return p.resource * torch.relu(runtime / p.target_ms - 1)
+        return p.resource * torch.relu(runtime / p.hinge_ms - 1)
 
     def search_backward(self, x, y, path: list[int]):
         """Forward and backward the sampled child once; leaves dL/dtheta in the weights' .grad and the

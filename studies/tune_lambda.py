@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", default="bo", help="random | bo | mfbo | bohb | tpe")
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--budget-epochs", type=int, default=None, help="total search epochs (default trials x fidelity)")
-    p.add_argument("--fidelity", type=int, default=6, help="search epochs of one full trial")
+    p.add_argument("--fidelity", type=int, default=4,
+                   help="search epochs of one full trial (default 4 on a laptop CPU: warm-up, 2 search, fine-tune)")
     p.add_argument("--min-fidelity", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=2, help="trials at once (default 2: one per core of a laptop)")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="default: all cores / concurrency")

@@ -21,7 +21,8 @@ def batch(task, n=32):
 
 
 def test_layers_fix_progressively_and_all_with_small_h(digits):
-    s = make(tiny_task(digits, 128), h=0.05, finetune_epochs=0)
+    s = make(tiny_task(digits, 128), RunSettings(epochs=4, seed=0, batch_size=32, width=0.25), h=0.05,
+             finetune_epochs=0)
     r = s.run()
     fixed = [h.extra["fixed_layers"] for h in r.history]
     assert fixed == sorted(fixed), fixed  # never decreases
@@ -109,7 +110,7 @@ def test_runtime_credit_pushes_alpha_away_from_costly_ops(tiny):
     torch.testing.assert_close(g1 - g0, 0.5 * r_layer / runtime * grad_logp, atol=1e-6, rtol=1e-4)
     assert (g1 - g0)[3] > 0 and ((g1 - g0)[:3] < 0).all()  # descent lowers k5e6, raises the others
     # with a target above the path's runtime the hinge is off: no runtime credit at all
-    hinge = make(tiny, resource=0.5, target_ms=1e4)
+    hinge = make(tiny, resource=0.5, hinge_ms=1e4)
     hinge.net.load_state_dict(plain.net.state_dict())
     g2, _, _ = dummy_and_explicit_grads(hinge, x, y, path, 5)
     torch.testing.assert_close(g2, g0)
@@ -133,7 +134,7 @@ def test_child_is_the_fixed_path_with_the_trained_weights(tiny):
 
 @pytest.mark.parametrize("kw, match", [({"h": 0.0}, r"h must be in \(0, 1\)"), ({"h": 1.0}, r"\(0, 1\)"),
                                        ({"resource": -1.0}, "resource must be >= 0"),
-                                       ({"target_ms": 0.0}, "target_ms"), ({"hh": 0.3}, "valid choices")])
+                                       ({"hinge_ms": 0.0}, "hinge_ms"), ({"hh": 0.3}, "valid choices")])
 def test_bad_params_are_refused(kw, match):
     with pytest.raises(UsageError, match=match):
         get_searcher("dsnas").make_params(**kw)
