@@ -52,6 +52,8 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
               on_row: Callable[[TrialRow], None] | None = None, trial_fn=None, verbose: int = 1) -> StudyOutcome:
     from .solvers import make_solver
 
+    # Absolute: Ray runs each trial in its own working directory, where a relative --out would land.
+    config = dataclasses.replace(config, out=str(Path(config.out).resolve()))
     out = prepare_out(config, resume)
     if runner == "ray":
         from .runners.ray_tune import check_address

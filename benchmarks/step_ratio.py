@@ -15,6 +15,7 @@ Each step is timed interleaved (search, child, search, ...) after warm-up; media
 
     python benchmarks/step_ratio.py                    # width 0.5, batch 32, 1 thread, CPU
     python benchmarks/step_ratio.py --width 1.0 --threads 2 --repeats 30
+    python benchmarks/step_ratio.py --clock cpu        # thread CPU time: steadier on a busy machine
 """
 from __future__ import annotations
 
@@ -77,14 +78,14 @@ def search_step_fns(name: str, s, x, y, xv, yv) -> dict[str, tuple]:
     raise KeyError(name)
 
 
-def timed(fn, device) -> float:
+def timed(fn, device, clock) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def main() -> None:
@@ -96,8 +97,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: this thread's CPU time, steadier on a shared machine (needs --threads 1, CPU)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.clock == "cpu" and (a.threads != 1 or a.device != "cpu"):
+        ap.error("--clock cpu measures one thread: use it with --threads 1 on the CPU")
+    clock = time.thread_time if a.clock == "cpu" else time.perf_counter
     device = torch.device(a.device)
     task = load_task("digits")
     g = torch.Generator().manual_seed(a.seed)
@@ -106,7 +112,8 @@ def main() -> None:
     xv, yv = prep(next(task.batches("val", a.batch, g, drop_last=True)))
     settings = RunSettings(epochs=8, seed=a.seed, batch_size=a.batch, width=a.width, device=a.device)
     print(f"digits 32x32, batch {a.batch}, width {a.width:g}, {a.threads} thread(s), {a.device}, "
-          f"torch {torch.__version__}; median of {a.repeats} interleaved steps after {a.warmup} warm-up")
+          f"torch {torch.__version__}; {a.clock} clock, median of {a.repeats} interleaved steps after {a.warmup} "
+          "warm-up")
     rows, notes = [], []
     for name in ("single-path", "dsnas", "multi-path", "gold", "entran", "random"):
         if name not in list_searchers():
@@ -123,8 +130,8 @@ def main() -> None:
                 search(), child()
             ts, tc = [], []
             for _ in range(a.repeats):
-                ts.append(timed(search, device))
-                tc.append(timed(child, device))
+                ts.append(timed(search, device, clock))
+                tc.append(timed(child, device, clock))
             ms, mc = 1e3 * statistics.median(ts), 1e3 * statistics.median(tc)
             child_name = "all " + str(arch.blocks[0])
             rows.append((name, label, ms, child_name, mc, ms / mc))

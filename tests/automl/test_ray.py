@@ -7,10 +7,11 @@ from automl.tuning import run_study
 
 
 @pytest.mark.slow
-def test_ray_study_end_to_end(tmp_path):
+def test_ray_study_end_to_end(tmp_path, monkeypatch):
     import ray
 
-    cfg = StudyConfig(out=str(tmp_path / "study"), solver="tpe", target=80.0, trials=3, fidelity=2, min_fidelity=1,
+    monkeypatch.chdir(tmp_path)  # a relative --out, as users type it
+    cfg = StudyConfig(out="study", solver="tpe", target=80.0, trials=3, fidelity=2, min_fidelity=1,
                       width=0.25, batch_size=32, data_limit=96, concurrency=2, cpus_per_trial=1.0)
     try:
         outcome = run_study(cfg, runner="ray", verbose=0)
