@@ -166,7 +166,10 @@ def run_ray(study: StudyConfig, solver: Solver, *, max_trials: int, on_row: Call
         tune.with_resources(tune.with_parameters(trainable, study_json=study.to_json()), resources),
         tune_config=tune.TuneConfig(search_alg=make_adapter(solver, study, record, max_trials),
                                     num_samples=max_trials, max_concurrent_trials=study.concurrency,
-                                    metric="reward", mode="max"),
+                                    metric="reward", mode="max",
+                                    # keep worker processes between trials: no torch import or data
+                                    # load per trial (each searcher seeds itself, so no state leaks)
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name="ray", storage_path=str(Path(study.out).resolve()), verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
