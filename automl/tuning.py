@@ -3,6 +3,7 @@ trials.csv, study.json, best/ (result.json, model.pt, model.onnx of the best tri
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,6 @@ def prepare_out(config: StudyConfig, resume: bool) -> Path:
     if stored_path.exists():
         if not resume:
             raise UsageError(f"--out {out} already holds a study; pass --resume to continue it or choose another --out")
-        import json
         stored = StudyConfig.from_json(json.loads(stored_path.read_text()))
         diff = [f.name for f in dataclasses.fields(StudyConfig)
                 if f.name not in RESUMABLE_CHANGES and getattr(stored, f.name) != getattr(config, f.name)]

@@ -44,7 +44,7 @@ from .base import Searcher
 from .cost import exact_cost, load_profile
 from .errors import UsageError
 from .multi_path import CandidateNet, phase_of, runtime_table
-from .training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch
+from .training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch, eval_logits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,10 +225,8 @@ class DSNAS(Searcher):
                     extra={"phase": phase, "fixed_layers": len(net.fixed) - len(net.free()),
                            "sampled_runtime_ms": round(r_m.get(), 3), "entropy": round(entropy, 4)})
 
-    @torch.no_grad()
     def search_logits(self, x):
-        self.net.eval()
-        return self.net(x.contiguous(memory_format=torch.channels_last))
+        return eval_logits(self.net, x)
 
     def derive(self):
         self.net.eval()

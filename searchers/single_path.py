@@ -26,7 +26,7 @@ from .cost.runtime import Indicators, differentiable_runtime
 from .errors import UsageError, check_choice
 from .spaces.mbconv import Block, ChildNet, Head, MBConv, MBConvArch, conv_bn, layer_specs, stem_stride
 from .spaces.superkernel import VARIANTS, SuperMBConv
-from .training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch
+from .training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch, eval_logits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,10 +198,8 @@ class SinglePathNAS(Searcher):
         while True:
             yield from self.task.batches("val", self.settings.batch_size, self.generator, augment=False)
 
-    @torch.no_grad()
     def search_logits(self, x):
-        self.net.eval()
-        return self.net(x.contiguous(memory_format=torch.channels_last))
+        return eval_logits(self.net, x)
 
     def derive(self):
         self.net.eval()

@@ -38,3 +38,10 @@ def autocast(device: torch.device):
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, n // batch_size) if n >= batch_size else 1
+
+
+@torch.no_grad()
+def eval_logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode logits of a channels_last search network (what its derived child must reproduce)."""
+    net.eval()
+    return net(x.contiguous(memory_format=torch.channels_last))
