@@ -86,7 +86,8 @@ def run_substudy(config: StudyConfig, *, resume: bool, runner: str = "local", so
         prepare_out(config, resume=True)   # the same study, or refuse
         return TrialsTable(out / "trials.csv", space.names)
     prepare_out(config, resume)
-    solver = solver or make_solver(config.solver, space, budget_epochs=config.budget, seed=config.seed)
+    solver = solver or make_solver(config.solver, space, budget_epochs=config.budget, seed=config.seed,
+                                   **config.solver_options)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "study.json")
     table = TrialsTable(out / "trials.csv", space.names)
@@ -137,7 +138,7 @@ def run_fixed(out: Path, *, searcher: str, searcher_params: dict, settings, data
         task = cached_task(data, data_limit)
         s = cls(cls.make_params(**searcher_params), task, settings)
         result = s.run()
-        row.val_n = len(task.val[1])
+        row.val_n, row.val_correct = len(task.val[1]), result.val_correct
         row.val_acc, row.test_acc, row.runtime_ms, row.flops, row.arch = (
             result.val_acc, result.test_acc, result.runtime_ms, result.flops, result.arch)
         row.reward = reward(result.val_acc, target.measure(result.runtime_ms, result.flops), target.value)  # Eq. 19

@@ -27,7 +27,16 @@ def best_so_far_curve(df, order_col: str = "trial_id"):
     return epochs, reward
 
 
-def write_report(path: Path, table, config) -> Path:
+def verdict_html(verdict) -> str:
+    """The study's verdict (automl/verdict.py) as a short block for the top of the report."""
+    color = "#2ca02c" if verdict.met else "#d62728"
+    head, *rest = verdict.lines
+    items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in rest)
+    return (f"<div style='border-left:6px solid {color};padding:4px 12px;margin:8px 0;background:#f7f7f7'>"
+            f"<p><b>{html.escape(head)}</b></p><ul>{items}</ul></div>")
+
+
+def write_report(path: Path, table, config, verdict=None) -> Path:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -62,13 +71,17 @@ def write_report(path: Path, table, config) -> Path:
                       showlegend=False)
     best = table.best(config.fidelity, config.target, lambda r: config.target_obj.measure(r.runtime_ms, r.flops))
     summary = "<p>No successful trial.</p>" if best is None else (
-        f"<p><b>Best trial {best.trial_id}</b>: {html.escape(str(best.params))}, val acc {best.val_acc:.4f}, "
+        f"<p><b>Delivered trial {best.trial_id}</b>: {html.escape(str(best.params))}, val acc {best.val_acc:.4f}, "
         f"test acc {best.test_acc:.4f}, runtime {best.runtime_ms if best.runtime_ms is not None else '-'} ms, "
         f"{(best.flops or 0) / 1e6:.2f} MFLOPs, reward {best.reward:.4f}<br><code>{html.escape(best.arch)}</code></p>")
+    if verdict is None:
+        from .verdict import make_verdict
+        verdict = make_verdict(table, config, best)
     body = fig.to_html(full_html=False, include_plotlyjs=True)
-    table_html = df.drop(columns=["result_dir"]).to_html(index=False, float_format=lambda v: f"{v:.4g}")
+    table_html = df.drop(columns=["result_dir", "val_correct"], errors="ignore").to_html(
+        index=False, float_format=lambda v: f"{v:.4g}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>study report</title></head><body>"
-            f"<h1>{html.escape(fig.layout.title.text)}</h1>{summary}{body}<h2>Trials</h2>{table_html}</body></html>")
+            f"<h1>{html.escape(fig.layout.title.text)}</h1>{verdict_html(verdict)}{summary}{body}<h2>Trials</h2>{table_html}</body></html>")
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(page)
     os.replace(tmp, path)

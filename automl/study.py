@@ -19,10 +19,9 @@ from searchers import RunSettings, get_searcher, list_searchers, load_task
 from searchers.errors import UsageError, check_choice
 
 from .reward import Target, reward
+from .solvers import check_solver_options, get_solver, list_solvers
 from .solvers.base import Proposal
 from .spaces import Param, Space
-
-SOLVER_NAMES = ("random", "bo", "mfbo", "bohb", "tpe")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +30,8 @@ class StudyConfig:
     searcher: str = "single-path"
     searcher_params: dict[str, Any] = field(default_factory=dict)   # fixed (not tuned) method knobs
     solver: str = "bo"
+    solver_options: dict[str, Any] = field(default_factory=dict)    # beyond the solver's defaults (which
+                                                                    # are sized to the budget)
     target: float = 80.0                 # RT of Eq. 19
     target_metric: str = "runtime_ms"    # or "mflops"
     trials: int = 8                      # at most this many trials ...
@@ -52,14 +53,16 @@ class StudyConfig:
     param_ranges: dict[str, tuple[float, float, bool]] = field(default_factory=dict)  # override tunable
 
     def __post_init__(self):
-        check_choice("solver", self.solver, SOLVER_NAMES)
+        check_choice("solver", self.solver, list_solvers())
+        # names and types now; ranges when run_study builds the solver, still before Ray starts
+        check_solver_options(self.solver, self.solver_options)
         check_choice("searcher", self.searcher, list_searchers())
         Target(value=self.target, metric=self.target_metric)
         if self.trials < 1 or self.concurrency < 1:
             raise UsageError("trials and concurrency must be >= 1")
         if not 1 <= self.min_fidelity <= self.fidelity:
             raise UsageError(f"need 1 <= min fidelity ({self.min_fidelity}) <= fidelity ({self.fidelity}) epochs")
-        if self.budget < self.fidelity and self.solver not in ("mfbo", "bohb"):
+        if self.budget < self.fidelity and not get_solver(self.solver).multi_fidelity:
             raise UsageError(f"budget of {self.budget} epochs is smaller than one trial's fidelity ({self.fidelity})")
         if self.budget < self.min_fidelity:
             raise UsageError(f"budget of {self.budget} epochs is smaller than the lowest fidelity ({self.min_fidelity})")
@@ -129,6 +132,8 @@ class TrialRow:
     error: str = ""
     val_acc: float | None = None
     val_n: int | None = None     # validation images behind val_acc (its standard error, for best())
+    val_correct: str = ""        # per-image validation correctness (searchers.result.pack_bits; "" =
+                                 # unknown): trials share the images, so best() compares them paired
     test_acc: float | None = None
     runtime_ms: float | None = None
     flops: float | None = None
@@ -178,7 +183,7 @@ def run_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | Non
         searcher = searcher or make_searcher(config, proposal)
         result = searcher.run(on_epoch)
         row.val_acc, row.test_acc = result.val_acc, result.test_acc
-        row.val_n = len(searcher.task.val[1])
+        row.val_n, row.val_correct = len(searcher.task.val[1]), result.val_correct
         row.runtime_ms, row.flops, row.arch = result.runtime_ms, result.flops, result.arch
         # Eq. 19 on validation accuracy: the test split stays untouched by the tuning
         row.reward = trial_reward(config, result.val_acc, result.runtime_ms, result.flops)

@@ -1,5 +1,6 @@
 """Run a study end to end: validate, start (or resume) the solver, run trials on a runner, and write
-trials.csv, study.json, best/ (result.json, model.pt, model.onnx of the best trial) and report.html."""
+trials.csv, study.json, best/ (result.json, model.pt, model.onnx of the delivered trial), verdict.json
+(automl/verdict.py: target met or not, and what to do) and report.html."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,9 +13,10 @@ from typing import Callable
 from searchers.errors import UsageError
 from searchers.result import check_writable
 
-from .results import TrialsTable
+from .results import TrialsTable, write_json
 from .runners.local import observation
 from .study import StudyConfig, TrialRow
+from .verdict import Verdict, make_verdict
 
 # Fields a resumed study may change: how it runs, not what it computes.
 RESUMABLE_CHANGES = {"trials", "budget_epochs", "concurrency", "address", "cpus_per_trial", "gpus_per_trial"}
@@ -27,6 +29,7 @@ class StudyOutcome:
     best: TrialRow | None
     paths: dict[str, Path]
     dashboard: str | None = None
+    verdict: Verdict | None = None   # automl/verdict.py; also saved as verdict.json
 
 
 def prepare_out(config: StudyConfig, resume: bool) -> Path:
@@ -59,7 +62,8 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
         from .runners.ray_tune import check_address
         check_address(config.address)
     space = config.space()
-    solver = make_solver(config.solver, space, budget_epochs=config.budget, seed=config.seed)
+    solver = make_solver(config.solver, space, budget_epochs=config.budget, seed=config.seed,
+                         **config.solver_options)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "study.json")
     table = TrialsTable(out / "trials.csv", space.names)
@@ -104,5 +108,8 @@ def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = No
         shutil.rmtree(dst, ignore_errors=True)
         tmp.rename(dst)
         paths["best"] = dst
-    paths["report"] = write_report(out / "report.html", table, config)
-    return StudyOutcome(config, table, best, paths, dashboard)
+    verdict = make_verdict(table, config, best)
+    paths["verdict"] = out / "verdict.json"
+    write_json(paths["verdict"], verdict.to_json())
+    paths["report"] = write_report(out / "report.html", table, config, verdict)
+    return StudyOutcome(config, table, best, paths, dashboard, verdict)

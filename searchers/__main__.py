@@ -48,6 +48,8 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=RunSettings.batch_size)
     p.add_argument("--width", type=float, default=None,
                    help="channel multiplier (default 0.25 on digits, where it fits a laptop CPU; else 1.0)")
+    p.add_argument("--data-limit", type=int, default=None,
+                   help="at most N images of each split, a stratified subset (CPU-sized runs)")
     p.add_argument("--target-ms", type=float, default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="continue from DIR/.checkpoint.pt")
@@ -69,7 +71,7 @@ def cmd_run(name: str, argv: list[str]) -> int:
                            profile=args.profile, target_ms=args.target_ms)
     out = Path(args.out)
     check_writable(out)
-    task = load_task(args.data)
+    task = load_task(args.data, limit=args.data_limit)
     searcher = cls(params, task, settings)
     ckpt = out / CHECKPOINT
     if args.resume and ckpt.exists():
@@ -95,7 +97,7 @@ def cmd_run(name: str, argv: list[str]) -> int:
     bar.close()
     paths = result.save(out, onnx=not args.no_onnx)
     ckpt.unlink(missing_ok=True)
-    summary = {k: v for k, v in result.to_json().items() if k != "history"}
+    summary = {k: v for k, v in result.to_json().items() if k not in ("history", "val_correct")}
     summary["files"] = {k: str(v) for k, v in paths.items()}
     print(json.dumps(summary, indent=2))
     return 0

@@ -17,9 +17,9 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from .data import Task
+from .data import Task, accuracy_of
 from .errors import DivergedError, UsageError, check_choice
-from .result import EpochMetrics, SearchResult
+from .result import EpochMetrics, SearchResult, pack_bits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +154,8 @@ class Searcher(abc.ABC):
         arch, child = self.derive()
         child.eval()
         cost = exact_cost(arch, self.task, self.settings)
-        val_acc = self.task.accuracy(child, "val", self.device)
+        val_correct = self.task.correct(child, "val", self.device)  # per image: paired comparisons of trials
+        val_acc = accuracy_of(val_correct)
         test_acc = self.task.accuracy(child, "test", self.device)
         return SearchResult(
             method=self.name,
@@ -165,6 +166,7 @@ class Searcher(abc.ABC):
             flops=cost.flops,
             params=cost.params,
             val_acc=val_acc,
+            val_correct=pack_bits(val_correct),
             test_acc=test_acc,
             epochs=self.epoch,
             wall_s=round(self.wall_s, 3),

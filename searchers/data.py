@@ -85,18 +85,28 @@ class Task:
         return x.contiguous()
 
     @torch.no_grad()
-    def accuracy(self, model: torch.nn.Module, split: str, device=None, batch_size: int = 1000) -> float:
-        """Top-1 accuracy of `model` (put in eval mode, restored after) on a split."""
+    def correct(self, model: torch.nn.Module, split: str, device=None, batch_size: int = 1000) -> torch.Tensor:
+        """Per-image top-1 correctness of `model` (put in eval mode, restored after) on a split, in the
+        split's order, as a CPU bool tensor: two models scored on the same split can be compared image by
+        image (paired), which is far tighter than comparing two accuracies."""
         was_training = model.training
         model.eval()
-        correct = total = 0
+        out = []
         for xb, yb in self.batches(split, batch_size):
             if device is not None:
                 xb, yb = xb.to(device), yb.to(device)
-            correct += (model(xb).argmax(1) == yb).sum().item()
-            total += len(yb)
+            out.append((model(xb).argmax(1) == yb).cpu())
         model.train(was_training)
-        return correct / max(total, 1)
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+    def accuracy(self, model: torch.nn.Module, split: str, device=None, batch_size: int = 1000) -> float:
+        """Top-1 accuracy of `model` on a split: the mean of `correct`."""
+        return accuracy_of(self.correct(model, split, device, batch_size))
+
+
+def accuracy_of(correct: torch.Tensor) -> float:
+    """Accuracy from a correctness vector (0 for an empty split)."""
+    return int(correct.sum()) / max(len(correct), 1)
 
 
 def _split(x, y, fraction, seed=SPLIT_SEED):
@@ -199,7 +209,7 @@ def _stats(x: torch.Tensor):
 
 
 def load_task(spec: str = "digits", *, image_size: int = 32, limit: int | None = None) -> Task:
-    """Load a task from its spec (see module doc). `limit` keeps the first N of each split (tests)."""
+    """Load a task from its spec (see module doc). `limit` keeps at most N images of each split, stratified."""
     if spec == "digits":
         task = _digits(image_size)
     elif spec.startswith("cifar10:"):
@@ -212,6 +222,19 @@ def load_task(spec: str = "digits", *, image_size: int = 32, limit: int | None =
             raise UsageError(f"data directory {spec} is empty or not a directory")
         task = _image_folder(root, image_size)
     if limit is not None:
-        cut = lambda s: (s[0][:limit], s[1][:limit])
-        task.train, task.val, task.test = cut(task.train), cut(task.val), cut(task.test)
+        if limit < 1:
+            raise UsageError(f"data limit must be >= 1 image per split, got {limit}")
+        task.train, task.val, task.test = (_subset(s, limit) for s in (task.train, task.val, task.test))
     return task
+
+
+def _subset(split: tuple[torch.Tensor, torch.Tensor], limit: int):
+    """At most `limit` images of a split, stratified (every class keeps its share) and drawn with the
+    fixed SPLIT_SEED, in a shuffled order. Folders list images class by class, so the first N would
+    hold one class only."""
+    x, y = split
+    if len(y) <= limit:
+        return split
+    (_, _), (xs, ys) = _split(x, y, limit / len(y))
+    order = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(ys)))
+    return xs[order][:limit], ys[order][:limit]

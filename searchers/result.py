@@ -6,6 +6,7 @@ retraining) and model.onnx (the same child, exported for deployment).
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -14,8 +15,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+
+def pack_bits(mask) -> str:
+    """A per-image correctness vector as text: "<n>:<base64 of the bits, 8 a byte>" (45 bytes for the
+    359 validation images of digits), so trials.csv and result.json can hold it and two trials that
+    saw the same images can be compared image by image (a paired test). "" for no vector."""
+    m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool).ravel()
+    return f"{m.size}:{base64.b64encode(np.packbits(m).tobytes()).decode('ascii')}"
+
+
+def unpack_bits(text: str | None) -> np.ndarray | None:
+    """The bool vector `pack_bits` wrote; None for "" / None / anything not in its format."""
+    if not text or not isinstance(text, str) or ":" not in text:
+        return None
+    n, _, b64 = text.partition(":")
+    try:
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(b64, validate=True), dtype=np.uint8), count=int(n))
+    except (ValueError, TypeError):
+        return None
+    return bits.astype(bool)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +68,8 @@ class SearchResult:
     wall_s: float
     history: list[EpochMetrics]
     extra: dict[str, Any] = field(default_factory=dict)
+    val_correct: str = ""     # per-validation-image correctness of the child, pack_bits format
+                              # (val_acc is its mean): lets the outer loop compare trials paired
     model: nn.Module | None = None
     arch_obj: Any = None
 

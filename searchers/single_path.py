@@ -34,8 +34,11 @@ class SinglePathParams:
     lam: float = 0.02                # Eq. 10 trade-off; 0.02 is the paper's ImageNet value
     variant: str = "sigmoid"         # sigmoid | ste | softmax  (Sec. VII-A formulations 2-4)
     lr: float = 3e-3                 # Adam, cosine-decayed over the search
-    threshold_lr: float = 0.05       # Adam on the thresholds / softmax logits: fast enough that a
-                                     # decision can flip within a few-epoch search (norms are O(1-10))
+    threshold_lr: float = 2.0        # Adam on the thresholds / softmax logits, per search EPOCH: each
+                                     # step gets threshold_lr / steps-per-epoch, in units of the subset's
+                                     # norm (superkernel.py t_unit). So a decision can flip within one
+                                     # search epoch whatever the data set size (2 epochs on digits: 36
+                                     # steps; 10k CIFAR-10 images: 312), and lam means the same there.
     warmup_epochs: int = 1           # lam off and decisions dropped at random (public code: warm-up)
     finetune_epochs: int = 1         # last epochs with the architecture frozen and lam off, so the
                                      # delivered child's weights are trained on its own architecture
@@ -151,6 +154,8 @@ class SinglePathNAS(Searcher):
         warm = phase == "warmup"
         for m in net.searchable():
             m.drop_p = p.decision_dropout if warm else 0.0
+            if phase == "search" and not m.t_unit.any():
+                m.set_threshold_units()   # first search epoch: thresholds step in units of these norms
             if phase == "finetune" and m.frozen is None:
                 m.frozen = m.block()
         lam = p.lam if phase == "search" else 0.0
@@ -163,6 +168,7 @@ class SinglePathNAS(Searcher):
         for step, (x, y) in enumerate(task.batches("train", self.settings.batch_size, self.generator,
                                                    augment=True, drop_last=True)):
             set_lr(self.opt, cosine_lr(p.lr, self.epoch, step, n_steps, self.settings.epochs))
+            set_lr(self.arch_opt, p.threshold_lr / n_steps)
             x = x.contiguous(memory_format=torch.channels_last)
             if bilevel and val_iter is not None:
                 # Eq. 18 bilevel: first the logits on a validation batch, then the weights

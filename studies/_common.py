@@ -11,14 +11,15 @@ if str(ROOT) not in sys.path:  # run as `python studies/x.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
 
-def parse_kv(items: list[str]) -> dict:
-    """--param variant=ste --param lr=0.001 -> {"variant": "ste", "lr": 0.001}."""
+def parse_kv(items: list[str], flag: str = "--param") -> dict:
+    """--param variant=ste --param lr=0.001 -> {"variant": "ste", "lr": 0.001} (values are JSON where
+    they parse as JSON, else strings)."""
     from searchers.errors import UsageError
 
     out = {}
     for it in items or []:
         if "=" not in it:
-            raise UsageError(f"--param expects NAME=VALUE, got {it!r}")
+            raise UsageError(f"{flag} expects NAME=VALUE, got {it!r}")
         k, v = it.split("=", 1)
         try:
             out[k.replace("-", "_")] = json.loads(v)
@@ -40,9 +41,31 @@ def add_common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--width", type=float, default=None, help="supernet width (default: 0.25 on digits, else 1.0)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--data-limit", type=int, default=None, help="use the first N images of each split (quick runs)")
+    p.add_argument("--data-limit", type=int, default=None, help="at most N images of each split, a stratified subset (quick runs, CPU-sized studies)")
     p.add_argument("--out", default=out_default)
     p.add_argument("--resume", action="store_true", help="continue the study in --out")
+
+
+def add_solver_options(p: argparse.ArgumentParser, solver_flag: str = "--solver") -> None:
+    # default None, not []: an experiment.json written before the flag existed compares equal on --resume
+    p.add_argument("--solver-option", action="append", default=None, metavar="NAME=VALUE",
+                   help=f"option of the {solver_flag} solver, e.g. init_points=3 (repeatable; JSON values; "
+                        "default: the solver's own, sized to the budget; saved in study.json)")
+
+
+def parse_solver_options(items: list[str] | None, solvers: list[str]) -> dict[str, dict]:
+    """--solver-option bo:init_points=3 --solver-option tpe:n_startup_trials=4 -> {"bo": {...}, "tpe":
+    {...}}, for studies that run several solvers; each SOLVER must be one of `solvers`."""
+    from searchers.errors import UsageError, check_choice
+
+    out: dict[str, dict] = {s: {} for s in solvers}
+    for it in items or []:
+        solver, sep, kv = it.partition(":")
+        if not sep or "=" not in kv:
+            raise UsageError(f"--solver-option expects SOLVER:NAME=VALUE, got {it!r}")
+        check_choice("solver of --solver-option (not in --solvers)", solver, solvers)
+        out[solver].update(parse_kv([kv], "--solver-option"))
+    return out
 
 
 def target_of(args) -> tuple[float, str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import add_common, run_cli
+from _common import add_common, parse_solver_options, run_cli
 from _experiment import add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, study_fields
 
 FULL = dict(solvers="random,bo,mfbo,bohb,tpe", repeats=5, budget_epochs=400, fidelity=8, min_fidelity=2)
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-epochs", type=int, default=None, help="search epochs per run (paper: 400)")
     p.add_argument("--fidelity", type=int, default=None, help="search epochs of a full trial (paper: 8)")
     p.add_argument("--min-fidelity", type=int, default=None, help="lowest fidelity of mfbo / bohb (paper: 2)")
+    p.add_argument("--solver-option", action="append", default=None, metavar="SOLVER:NAME=VALUE",
+                   help="option of one of --solvers, e.g. bo:init_points=3 (repeatable; JSON values; default: "
+                        "each solver's own, sized to the budget)")
     p.add_argument("--replay", action="append", default=[], metavar="DIR",
                    help="answer trials from recorded trials.csv (a file or study folders, searched recursively; "
                         "repeatable) instead of running searches; --runner is then unused")
@@ -50,16 +53,19 @@ def plan(args):
     if args.repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
     solvers = list(dict.fromkeys(parse_list(args.solvers, str, "--solvers")))
+    options = parse_solver_options(args.solver_option, solvers)
     fields = study_fields(args)
     configs = {}
     for s in solvers:
         for r in range(args.repeats):
             configs[s, r] = StudyConfig(**fields, out=f"{args.out}/{s}/repeat-{r:02d}", solver=s,
+                                        solver_options=options[s],
                                         trials=max(1, args.budget_epochs // args.min_fidelity),  # budget binds
                                         budget_epochs=args.budget_epochs, fidelity=args.fidelity,
                                         min_fidelity=args.min_fidelity, seed=args.seed + r)
         cfg = configs[s, 0]
-        make_solver(s, cfg.space(), budget_epochs=cfg.budget, seed=cfg.seed)   # solver-specific refusals now
+        make_solver(s, cfg.space(), budget_epochs=cfg.budget, seed=cfg.seed,   # solver-specific refusals now
+                    **cfg.solver_options)
     table = None
     if args.replay:
         table = ReplayTable.load(*args.replay)

@@ -3,23 +3,26 @@
     python studies/tune_lambda.py --target-ms 80
     python studies/tune_lambda.py --target-ms 80 --solver mfbo --trials 12 --budget-epochs 64
     python studies/tune_lambda.py --searcher gold --target-mflops 20 --solver tpe
+    python studies/tune_lambda.py --target-ms 80 --solver bo --solver-option init_points=3
 
 Each trial is one full NAS search run by Ray Tune; the solver picks the next value to maximise the
 reward of Eq. 19 (Single-Path NAS paper, Sec. VII-B). Ends with the best value, its architecture,
-accuracy, runtime and reward, and the paths of trials.csv, study.json, best/ and report.html.
+accuracy, runtime and reward, the verdict (target met or missed, why, what to do; automl/verdict.py)
+and the paths of trials.csv, study.json, best/, verdict.json and report.html.
 """
 from __future__ import annotations
 
 import argparse
 import os
 
-from _common import add_common, default_width, parse_kv, run_cli, target_of
+from _common import add_common, add_solver_options, default_width, parse_kv, run_cli, target_of
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common(p, "runs/tune-lambda")
     p.add_argument("--solver", default="bo", help="random | bo | mfbo | bohb | tpe")
+    add_solver_options(p)
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--budget-epochs", type=int, default=None, help="total search epochs (default trials x fidelity)")
     p.add_argument("--fidelity", type=int, default=4,
@@ -41,7 +44,8 @@ def config_from_args(args):
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
         1.0 / args.concurrency if args.device.startswith("cuda") else 0.0)
     return StudyConfig(out=args.out, searcher=args.searcher, searcher_params=parse_kv(args.param),
-                       solver=args.solver, target=target, target_metric=metric, trials=args.trials,
+                       solver=args.solver, solver_options=parse_kv(args.solver_option, "--solver-option"),
+                       target=target, target_metric=metric, trials=args.trials,
                        budget_epochs=args.budget_epochs, fidelity=args.fidelity, min_fidelity=args.min_fidelity,
                        concurrency=args.concurrency, data=args.data, data_limit=args.data_limit, profile=args.profile, seed=args.seed,
                        device=args.device, width=default_width(args), batch_size=args.batch_size,
@@ -63,6 +67,10 @@ def print_outcome(outcome) -> None:
         print(f"  cost          {r:.2f} {unit} (target {outcome.config.target:g})  "
               f"{(b.flops or 0) / 1e6:.2f} MFLOPs")
         print(f"  reward        {b.reward:.4f}  (Eq. 19)")
+    if outcome.verdict is not None:   # automl/verdict.py: met or missed, why, and what to do
+        print()
+        print("\n".join(outcome.verdict.lines))
+        print()
     for k, v in outcome.paths.items():
         print(f"{k:>8}: {v}")
 

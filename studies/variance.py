@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from _common import add_common, parse_kv, run_cli
+from _common import add_common, add_solver_options, parse_kv, run_cli
 from _experiment import add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, study_fields
 
 # name -> (searcher, fixed hyperparameters, softmax-based: has an architecture distribution to sample)
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated: {', '.join(FORMULATIONS)}, or any registered searcher name")
     p.add_argument("--tune-trials", type=int, default=None, help="trials of each tuning study (default 6)")
     p.add_argument("--tune-solver", default=None, help="solver of the tuning studies (default bo)")
+    add_solver_options(p, "--tune-solver")
     p.add_argument("--epochs", type=int, default=None, help="search epochs of every search (paper: 8)")
     p.add_argument("--repeats", type=int, default=None, help="searches at the tuned value (paper: 20)")
     p.add_argument("--intra-samples", type=int, default=None,
@@ -85,7 +86,7 @@ def resolve(args) -> tuple[dict, list[str]]:
 
 def plan(args):
     """Per formulation: the tuning study's config (None: nothing to tune) and the repeats' base config."""
-    from automl.solvers import list_solvers
+    from automl.solvers import list_solvers, make_solver
     from automl.study import StudyConfig
     from searchers import RunSettings, get_searcher
     from searchers.errors import UsageError, check_choice
@@ -101,7 +102,10 @@ def plan(args):
         fields = study_fields(args, searcher, params)
         if get_searcher(searcher).tunable:
             tune = StudyConfig(**fields, out=f"{args.out}/{name}/tune", solver=args.tune_solver,
+                               solver_options=parse_kv(args.solver_option, "--solver-option"),
                                trials=args.tune_trials, fidelity=args.epochs, min_fidelity=args.epochs, seed=args.seed)
+            make_solver(tune.solver, tune.space(), budget_epochs=tune.budget, seed=tune.seed,   # ranges now
+                        **tune.solver_options)
         else:   # random search by rejection: its runtime window is its only knob
             if fields["target_metric"] != "runtime_ms":
                 raise UsageError(f"formulation {name} samples within a runtime window: it needs --target-ms")

@@ -23,6 +23,8 @@ How a proposal is answered (`ReplayTable.lookup`):
 Interpolation needs a single hyperparameter; with several, "interpolate" falls back to "nearest".
 The reward is then recomputed with Eq. 19 for the replaying study's target (not interpolated:
 Eq. 19 is not linear in R), so a table recorded for 80 ms also answers a study toward 60 ms.
+A replayed row carries val_n but no per-image correctness (an interpolated or seed-averaged accuracy has
+none), so the delivery rule (TrialsTable.best) compares replayed trials with its unpaired standard error.
 """
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 
-from searchers.errors import check_choice
+from searchers.errors import UsageError, check_choice
 
 from .base import WORST_REWARD, Observation, Proposal, Solver
 
@@ -23,7 +24,7 @@ SOLVERS = {
 }
 
 __all__ = ["SOLVERS", "WORST_REWARD", "Observation", "Proposal", "Solver",
-           "get_solver", "list_solvers", "make_solver", "solver_options"]
+           "check_solver_options", "get_solver", "list_solvers", "make_solver", "solver_options"]
 
 
 def list_solvers() -> list[str]:
@@ -37,13 +38,35 @@ def get_solver(name: str) -> type[Solver]:
 
 
 def solver_options(name: str) -> dict[str, object]:
-    """The options a solver takes beyond space, budget_epochs and seed, with their defaults."""
+    """The options a solver takes beyond space, budget_epochs and seed (its keyword-only parameters),
+    with their defaults."""
     params = inspect.signature(get_solver(name).__init__).parameters
-    return {k: p.default for k, p in params.items() if k not in ("self", "space", "budget_epochs", "seed")}
+    return {k: p.default for k, p in params.items()
+            if p.kind is p.KEYWORD_ONLY and k not in ("budget_epochs", "seed")}
 
 
-def make_solver(name: str, space, *, budget_epochs: int, seed: int, **options) -> Solver:
+def check_solver_options(name: str, options: dict) -> None:
+    """Refuse, without building the solver, an option `name` does not take or a value of the wrong
+    type (by the option's annotation); the solver checks ranges when it is built."""
     valid = solver_options(name)
     for key in options:
         check_choice(f"option of solver {name!r}", key, valid)
+    hints = typing.get_type_hints(get_solver(name).__init__)
+    for key, value in options.items():
+        kinds = typing.get_args(hints[key]) or (hints[key],)   # int | None -> (int, NoneType)
+        if not any(_is_a(value, k) for k in kinds):
+            names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+            raise UsageError(f"option {key} of solver {name!r} must be {names}, got {value!r}")
+
+
+def _is_a(value, kind) -> bool:
+    if kind is float:   # JSON writes 3.0 as 3
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:     # a bool is an int to Python, not to a user
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def make_solver(name: str, space, *, budget_epochs: int, seed: int, **options) -> Solver:
+    check_solver_options(name, options)
     return get_solver(name)(space, budget_epochs=budget_epochs, seed=seed, **options)

@@ -41,6 +41,7 @@ class Observation:
 class Solver(abc.ABC):
     name: ClassVar[str]
     multi_fidelity: ClassVar[bool] = False   # whether proposals use fidelities below max_fidelity
+    learns: ClassVar[bool] = True            # whether proposals depend on results (random search's do not)
 
     def __init__(self, space: Space, *, budget_epochs: int, seed: int = 0):
         if budget_epochs < space.max_fidelity and not self.multi_fidelity:
@@ -49,6 +50,12 @@ class Solver(abc.ABC):
         self.spent_epochs = 0
         self.history: list[Observation] = []
         self._next_id = 0
+
+    @property
+    def full_trials(self) -> int:
+        """Full-fidelity trials the budget pays for: what initial designs are sized to (a model that
+        starts after 5 random trials of an 8-trial study would guide three of them)."""
+        return self.budget_epochs // self.space.max_fidelity
 
     def remaining(self) -> int:
         return self.budget_epochs - self.spent_epochs

@@ -30,7 +30,8 @@ class BayesOpt(Solver):
     name = "bo"
 
     def __init__(self, space: Space, *, budget_epochs: int, seed: int = 0,
-                 init_points: int = 5,              # dragonfly's ask/tell default, whatever the dimension
+                 init_points: int | None = None,    # None: sized to the budget (initial_design_size);
+                                                    # dragonfly's ask/tell default is 5 whatever the budget
                  acq: str = "ei-ucb-ttei",          # dragonfly's Euclidean default minus add_ucb: an additive
                                                     # GP only pays in many dimensions and doubles every GP fit
                  acq_opt_method: str = "rand",      # vectorised random search; dragonfly's 'direct' falls back
@@ -39,16 +40,22 @@ class BayesOpt(Solver):
                  hp_tune_criterion: str = "ml",     # marginal likelihood; dragonfly's 'ml-post_sampling' adds
                                                     # slice sampling, 2-7 s per fit here
                  hp_tune_max_evals: int = -1,       # -1: dragonfly's rule (500 and up)
-                 refit_every: int = 1):             # refit GP hyperparameters after this many new results
+                 refit_every: int = 1,              # refit GP hyperparameters after this many new results
+                 repeat_tolerance: float = 0.01):   # a proposal this close (unit scale, max norm) to one
+                                                    # evaluated or pending at its fidelity is a repeat
         super().__init__(space, budget_epochs=budget_epochs, seed=seed)
         for part in acq.split("-"):
             check_choice("dragonfly acquisition", part, ACQUISITIONS)
         check_choice("dragonfly acquisition optimiser", acq_opt_method, ACQ_OPT_METHODS)
         for part in hp_tune_criterion.split("-"):
             check_choice("dragonfly hp_tune_criterion", part, HP_TUNE_CRITERIA)
+        if init_points is None:
+            init_points = initial_design_size(self.full_trials)
         if init_points < 1 or refit_every < 1:
             raise UsageError(f"init_points ({init_points}) and refit_every ({refit_every}) must be >= 1")
-        self.init_points, self.refit_every = init_points, refit_every
+        if not 0 <= repeat_tolerance < 0.5:
+            raise UsageError(f"repeat_tolerance must be in [0, 0.5), got {repeat_tolerance}")
+        self.init_points, self.refit_every, self.repeat_tolerance = init_points, refit_every, repeat_tolerance
         self._df = import_dragonfly()
         self._global_rng = GlobalRandomState(seed)   # dragonfly draws from numpy's global RNG only
         options = Namespace(init_capital=init_points, acq=acq, acq_opt_method=acq_opt_method,
@@ -66,6 +73,7 @@ class BayesOpt(Solver):
         # the extra one comes from a second latin hypercube. Keep the first, complete one.
         del self._opt.first_qinfos[init_points:]
         self._pending: dict[int, tuple[np.ndarray, int]] = {}   # trial_id -> (unit point, fidelity)
+        self._evaluated: list[tuple[np.ndarray, int]] = []      # every told (unit point, fidelity)
         self._n_results = 0
         self._fitted_at: int | None = None   # number of results at the last GP hyperparameter fit
 
@@ -110,14 +118,46 @@ class BayesOpt(Solver):
                 self._set_in_progress([])
             if not initial and self._fitted_at is None:
                 self._fitted_at = self._n_results   # that ask built the first GP
-        u, fidelity = self._from_answer(answer)
+            u, fidelity = self._from_answer(answer)
+            repeat = self._is_repeat(u, fidelity)
+            if repeat:
+                u = self._space_filling(fidelity)
         self._pending[self.next_trial_id] = (u, fidelity)
         params = {p.name: p.from_unit(float(x)) for p, x in zip(self.space.params, u)}
-        return params, fidelity, {"initial_design": initial}
+        return params, fidelity, {"initial_design": initial, "replaced_repeat": repeat}
+
+    def _seen(self, fidelity: int) -> list[np.ndarray]:
+        return [u for u, f in [*self._evaluated, *self._pending.values()] if f == fidelity]
+
+    def _is_repeat(self, u: np.ndarray, fidelity: int) -> bool:
+        """Every trial searches with the study's seed (common random numbers), so a lambda evaluated
+        again at the same fidelity returns the same reward: the trial would teach nothing. Dragonfly
+        proposes such repeats when its GP is degenerate: fitted by marginal likelihood on two or three
+        results, its bandwidth and scale sit at the bounds it derives from the data, and its
+        acquisition peaks on (or creeps around) the points it has."""
+        return any(np.max(np.abs(u - x)) < self.repeat_tolerance for x in self._seen(fidelity))
+
+    def _space_filling(self, fidelity: int) -> np.ndarray:
+        """Instead of a repeat: the point farthest from every one evaluated or pending at this fidelity
+        (best of 256 uniform candidates, from the solver's own stream), which is what an acquisition
+        does where the model knows nothing."""
+        candidates = np.random.random((256, len(self.space.params)))
+        seen = np.array(self._seen(fidelity))
+        gaps = np.abs(candidates[:, None, :] - seen[None, :, :]).max(axis=2).min(axis=1)
+        return candidates[int(np.argmax(gaps))]
 
     def _tell(self, obs: Observation) -> None:
         self._pending.pop(obs.trial_id, None)    # absent for results this solver never asked (resume)
         u = np.clip([p.to_unit(obs.params[p.name]) for p in self.space.params], 0.0, 1.0)
+        self._evaluated.append((u, obs.fidelity))
         with self._global_rng:
             self._opt.tell([self._datum(u, obs)])   # a failed trial counts as WORST_REWARD (obs.value)
         self._n_results += 1
+
+
+def initial_design_size(trials: int) -> int:
+    """Random (latin hypercube) points before the GP: a quarter of the full-fidelity trials the budget
+    buys, at least two. Two points are the fewest a GP can fit a length scale to; a quarter leaves
+    three quarters of the study to the acquisition (dragonfly's fixed 5 would leave 3 of the default
+    study's 8 trials to the model, and none of a 5-trial one)."""
+    return max(2, trials // 4)

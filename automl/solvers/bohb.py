@@ -30,11 +30,13 @@ class BOHB(Solver):
     multi_fidelity = True
 
     def __init__(self, space: Space, *, budget_epochs: int, seed: int = 0,
-                 eta: int = 3,                     # keep the best 1/eta of a rung (hpbandster's default)
+                 eta: int | None = None,           # keep the best 1/eta of a rung; None: default_eta
                  # hpbandster BOHB's KDE options, with its defaults:
                  min_points_in_model: int | None = None, top_n_percent: int = 15, num_samples: int = 64,
                  random_fraction: float = 1 / 3, bandwidth_factor: float = 3, min_bandwidth: float = 1e-3):
         super().__init__(space, budget_epochs=budget_epochs, seed=seed)
+        if eta is None:
+            eta = default_eta(space.min_fidelity, space.max_fidelity)
         if eta < 2:
             raise UsageError(f"BOHB needs eta >= 2, got {eta}")
         self.eta = eta
@@ -94,6 +96,14 @@ class BOHB(Solver):
             if job.id[0] != "told":
                 self._brackets[job.id[0]].register_result(job)
             self._kde.new_result(job)
+
+
+def default_eta(min_epochs: int, max_epochs: int) -> int:
+    """hpbandster's eta of 3 where the fidelity range spans a factor of 3 or more (2..8 epochs: rungs of
+    3 and 8), else 2 (the CLI's 2..4 epochs: rungs of 2 and 4). With eta 3 a range under a factor of 3
+    has one rung, and BOHB degenerates to its KDE model at full fidelity with none of Hyperband's
+    early stopping; 2 is the smallest eta that still halves."""
+    return 3 if max_epochs >= 3 * min_epochs else 2
 
 
 def rung_budgets(min_epochs: int, max_epochs: int, eta: int) -> list[int]:

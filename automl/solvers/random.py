@@ -11,6 +11,7 @@ class RandomSearch(Solver):
     """Uniform in each Param's scale (log-uniform for log ranges), always at full fidelity."""
 
     name = "random"
+    learns = False   # the baseline: proposals never depend on results
 
     def __init__(self, space: Space, *, budget_epochs: int, seed: int = 0):
         super().__init__(space, budget_epochs=budget_epochs, seed=seed)

@@ -11,6 +11,7 @@ import torch
 
 from searchers import RunSettings, get_searcher, load_model
 from searchers.data import Task
+from searchers.result import unpack_bits
 
 # Tiny, fast settings per searcher (method knobs that keep a CPU test in seconds).
 TINY_PARAMS = {
@@ -79,6 +80,8 @@ def child_reproduces_logits(name: str, task: Task, tmp_path) -> None:
     if name in EXACT_CHILD:
         assert ref is not None, f"{name} claims its child reproduces the search network"
         torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    correct = unpack_bits(r.val_correct)   # per-image validation correctness, behind val_acc
+    assert correct is not None and len(correct) == len(task.val[1]) and correct.sum() / len(correct) == r.val_acc
     r.save(tmp_path, onnx=False)
     arch, reloaded = load_model(tmp_path / "model.pt")
     assert str(arch) == r.arch

@@ -29,6 +29,7 @@ from torch import nn
 from .mbconv import Block, LayerSpec, MBConv, conv_bn, se_channels, zero_init_residual
 
 VARIANTS = ("sigmoid", "ste", "softmax")
+DECISIONS = ("k5", "e6", "e3", "se25", "se50")   # order of t_unit
 
 
 def indicator(x: torch.Tensor, variant: str) -> torch.Tensor:
@@ -73,6 +74,12 @@ class SuperMBConv(nn.Module):
             names = ["t_k5", "t_e6", "t_se25", "t_se50"] + (["t_e3"] if spec.skippable else [])
             for n in names:
                 setattr(self, n, nn.Parameter(torch.zeros(())))  # zeros: start from the largest net
+            # The threshold of Eq. 2-4 is t = unit * t_param, with `unit` the subset's norm when the
+            # search phase starts (set_threshold_units; 0 before, so t = 0 in warm-up). Eq. 2-4 are
+            # unchanged; only the optimiser's step is in units of each subset's own norm, so one Adam
+            # step moves every threshold the same fraction of the way to flipping its decision
+            # (norms span 0.3-30 across layers and widths; absolute steps left the large ones unmoved).
+        self.register_buffer("t_unit", torch.zeros(len(DECISIONS)))   # see above; unused by softmax
         self.drop_p = 0.0  # decision dropout during warm-up (set by the searcher)
         self.frozen: Block | None = None  # set for the final fine-tuning epochs: decisions held fixed
 
@@ -92,21 +99,40 @@ class SuperMBConv(nn.Module):
             d_se25 = ps[1] + ps[2]
             return {"k5": pk[1], "e3": d_e3, "e6": pe[-1] / d_e3.clamp_min(1e-12),
                     "se25": d_se25, "se50": ps[2] / d_se25.clamp_min(1e-12)}
-        w = self.dw.weight
-        d = {"k5": indicator((w * self.ring).norm() - self.t_k5, self.variant)}
-        wk = w * (1 - self.ring) + w * self.ring * d["k5"]                     # Eq. 2
-        d["e6"] = indicator(wk[self.half:].norm() - self.t_e6, self.variant)   # Eq. 3, inner
-        d["e3"] = indicator(wk[: self.half].norm() - self.t_e3, self.variant) if self.spec.skippable else one
-        s = self.se_reduce.weight
-        d["se25"] = indicator(s[: self.se_q].norm() - self.t_se25, self.variant)  # Eq. 4
-        d["se50"] = indicator(s[self.se_q:].norm() - self.t_se50, self.variant)
+        norms = self.subset_norms()
+        u = self.t_unit
+        d = {"k5": indicator(norms["k5"] - u[0] * self.t_k5, self.variant)}                  # Eq. 2
+        d["e6"] = indicator(norms["e6"](d["k5"]) - u[1] * self.t_e6, self.variant)          # Eq. 3, inner
+        d["e3"] = (indicator(norms["e3"](d["k5"]) - u[2] * self.t_e3, self.variant)
+                   if self.spec.skippable else one)
+        d["se25"] = indicator(norms["se25"] - u[3] * self.t_se25, self.variant)             # Eq. 4
+        d["se50"] = indicator(norms["se50"] - u[4] * self.t_se50, self.variant)
         if self.training and self.drop_p > 0 and not hard:
             # Warm-up: drop decisions at random so the smaller subsets also train on their own.
             for key in d:
                 if key == "e3" and not self.spec.skippable:
                     continue
-                d[key] = d[key] * (torch.rand(()) >= self.drop_p).to(w.dtype)
+                d[key] = d[key] * (torch.rand(()) >= self.drop_p).to(one.dtype)
         return d
+
+    def subset_norms(self) -> dict:
+        """The group-Lasso norms Eq. 2-4 compare with thresholds; the expansion norms depend on the
+        kernel decision (Eq. 3 takes them over the kernel chosen by Eq. 2), so they are functions."""
+        w, s = self.dw.weight, self.se_reduce.weight
+        wk = lambda d_k5: w * (1 - self.ring) + w * self.ring * d_k5                      # Eq. 2
+        return {"k5": (w * self.ring).norm(), "e6": lambda d_k5: wk(d_k5)[self.half:].norm(),
+                "e3": lambda d_k5: wk(d_k5)[: self.half].norm(),
+                "se25": s[: self.se_q].norm(), "se50": s[self.se_q:].norm()}
+
+    @torch.no_grad()
+    def set_threshold_units(self) -> None:
+        """Fix each threshold's unit at its subset's current norm (at the largest kernel)."""
+        if self.variant == "softmax":
+            return
+        n = self.subset_norms()
+        one = torch.ones((), device=self.t_unit.device)
+        vals = [n["k5"], n["e6"](one), n["e3"](one), n["se25"], n["se50"]]
+        self.t_unit.copy_(torch.stack(vals).clamp_min(1e-6))
 
     @staticmethod
     def _probs(tau: torch.Tensor, hard: bool) -> torch.Tensor:

@@ -19,6 +19,7 @@ def test_ray_study_end_to_end(tmp_path, monkeypatch):
         ray.shutdown()
     df = pd.read_csv(outcome.paths["trials"])
     assert sorted(df.trial_id) == [0, 1, 2] and (df.status == "ok").all()
+    assert df.val_correct.str.startswith(f"{df.val_n[0]}:").all()   # per-image correctness through Ray
     assert (outcome.paths["best"] / "model.pt").exists()
     events = list((tmp_path / "study" / "ray").rglob("events.out.tfevents*"))
     assert events, "TensorBoard logs are written for every trial"

@@ -25,6 +25,7 @@ def force(layer, block: Block):
             layer.tau_se[{0.0: 0, 0.25: 1, 0.5: 2}[block.se]] = 5.0
             return
         big = 1e6  # a threshold above any norm turns the indicator off
+        layer.set_threshold_units()   # thresholds are in units of the subset norms (Eq. 2-4: t = unit * t_)
         layer.t_k5.fill_(0.0 if block.kernel == 5 else big)
         layer.t_e6.fill_(0.0 if block.expansion == 6 else big)
         layer.t_se25.fill_(0.0 if block.se else big)
@@ -86,8 +87,8 @@ def test_runtime_decreases_as_lambda_grows(digits):
     cls = get_searcher("single-path")
     runtimes = []
     for lam in (0.0, 0.3, 3.0):
-        # tiny data = few steps: thresholds get a larger step so decisions can move in 3 epochs
-        params = cls.make_params(lam=lam, threshold_lr=0.5, warmup_epochs=0, finetune_epochs=0)
+        # defaults: the threshold step is per epoch, so 8 steps an epoch still move decisions
+        params = cls.make_params(lam=lam)
         s = cls(params, task, RunSettings(epochs=3, seed=0, batch_size=32, width=0.25))
         runtimes.append(s.run().runtime_ms)
     assert runtimes[0] > runtimes[1] > runtimes[2], runtimes
