@@ -68,6 +68,10 @@ class StudyConfig:
             raise UsageError(f"budget of {self.budget} epochs is smaller than the lowest fidelity ({self.min_fidelity})")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UsageError("cpus per trial must be > 0 and gpus per trial >= 0")
+        tunable = get_searcher(self.searcher).tunable
+        for name, rng in self.param_ranges.items():
+            check_choice(f"tuned hyperparameter of {self.searcher} (--range)", name, list(tunable))
+            Param(name=name, low=rng[0], high=rng[1], log=rng[2])   # low < high, > 0 on a log scale
         if not self.space().params:
             raise UsageError(f"searcher {self.searcher} has no tunable hyperparameter")
         cls = get_searcher(self.searcher)

@@ -118,17 +118,17 @@ def make_verdict(table: TrialsTable, config: StudyConfig, best: TrialRow | None 
         if not under:
             advice.append(f"every trial is over the target (the smallest: {q(measure(above))} at "
                           f"{_fmt_params(above.params)}): the cost penalty never got strong enough; raise the "
-                          f"upper bound of the range ({ranges})")
+                          f"upper bound of the range (now {ranges}; --range NAME=LOW:HIGH)")
         elif not over and not in_band:
             advice.append(f"every trial is more than {BAND:.0%} under the target (the largest: "
                           f"{q(measure(below))} at {_fmt_params(below.params)}): lower the lower bound of "
-                          f"the range ({ranges}) so larger networks are tried")
+                          f"the range (now {ranges}; --range NAME=LOW:HIGH) so larger networks are tried")
         elif not in_band:
             lo_hi = {k: tuple(sorted((below.params[k], above.params[k]))) for k in below.params}
             advice.append(f"no trial landed in [{band[0]:.4g}, {band[1]:.4g}] {unit}; trials {above.trial_id} "
                           f"({q(measure(above))}) and {below.trial_id} ({q(measure(below))}) "
-                          f"bracket the target: run more trials, or narrow the range to "
-                          + ", ".join(f"{k} in [{a:.4g}, {b:.4g}]" for k, (a, b) in lo_hi.items()))
+                          f"bracket the target: run more trials, or narrow the range to theirs ("
+                          + " ".join(f"--range {k}={a:.4g}:{b:.4g}" for k, (a, b) in lo_hi.items()) + ")")
         else:
             ids = ", ".join(str(r.trial_id) for r in in_band)
             advice.append(f"trial(s) {ids} landed in the band but were less accurate than the delivered one "

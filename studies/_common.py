@@ -68,6 +68,27 @@ def parse_solver_options(items: list[str] | None, solvers: list[str]) -> dict[st
     return out
 
 
+def parse_ranges(items: list[str] | None, searcher: str) -> dict[str, tuple[float, float, bool]]:
+    """--range lam=0.01:0.04 -> {"lam": (0.01, 0.04, True)}: a narrower (or wider) range for a tuned
+    hyperparameter, on the scale the searcher declares for it (log for lambda)."""
+    from searchers import get_searcher
+    from searchers.errors import UsageError, check_choice
+
+    tunable = get_searcher(searcher).tunable
+    out = {}
+    for it in items or []:
+        name, sep, rng = it.partition("=")
+        lo, colon, hi = rng.partition(":")
+        if not sep or not colon:
+            raise UsageError(f"--range expects NAME=LOW:HIGH, got {it!r}")
+        check_choice(f"tuned hyperparameter of {searcher} (--range)", name, list(tunable))
+        try:
+            out[name] = (float(lo), float(hi), tunable[name][2])
+        except ValueError:
+            raise UsageError(f"--range expects numbers in NAME=LOW:HIGH, got {it!r}") from None
+    return out
+
+
 def target_of(args) -> tuple[float, str]:
     if args.target_mflops is not None:
         return args.target_mflops, "mflops"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from _common import add_common, add_solver_options, default_width, parse_kv, run_cli, target_of
+from _common import add_common, add_solver_options, default_width, parse_kv, parse_ranges, run_cli, target_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p, "runs/tune-lambda")
     p.add_argument("--solver", default="bo", help="random | bo | mfbo | bohb | tpe")
     add_solver_options(p)
+    p.add_argument("--range", action="append", default=None, metavar="NAME=LOW:HIGH",
+                   help="tune NAME over [LOW, HIGH] instead of the searcher's range, e.g. lam=0.01:0.04 "
+                        "(the verdict of a study that missed its target suggests one)")
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--budget-epochs", type=int, default=None, help="total search epochs (default trials x fidelity)")
     p.add_argument("--fidelity", type=int, default=4,
@@ -49,7 +52,8 @@ def config_from_args(args):
                        budget_epochs=args.budget_epochs, fidelity=args.fidelity, min_fidelity=args.min_fidelity,
                        concurrency=args.concurrency, data=args.data, data_limit=args.data_limit, profile=args.profile, seed=args.seed,
                        device=args.device, width=default_width(args), batch_size=args.batch_size,
-                       cpus_per_trial=cpus, gpus_per_trial=gpus, address=args.address)
+                       cpus_per_trial=cpus, gpus_per_trial=gpus, address=args.address,
+                       param_ranges=parse_ranges(args.range, args.searcher))
 
 
 def print_outcome(outcome) -> None:
@@ -75,8 +79,8 @@ def print_outcome(outcome) -> None:
         print(f"{k:>8}: {v}")
 
 
-def main() -> int:
-    args = build_parser().parse_args()
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from automl.tuning import run_study
 
     config = config_from_args(args)

@@ -9,6 +9,8 @@ CPU cores, the defaults here differ, each saying why.
 """
 from __future__ import annotations
 
+import functools
+import math
 from argparse import Namespace
 
 import numpy as np
@@ -41,8 +43,11 @@ class BayesOpt(Solver):
                                                     # slice sampling, 2-7 s per fit here
                  hp_tune_max_evals: int = -1,       # -1: dragonfly's rule (500 and up)
                  refit_every: int = 1,              # refit GP hyperparameters after this many new results
-                 repeat_tolerance: float = 0.01):   # a proposal this close (unit scale, max norm) to one
+                 min_bandwidth: float = 0.1,        # floor of the GP's length scales (unit scale): see
+                                                    # floor_bandwidths; dragonfly's floor is ~0.01
+                 repeat_tolerance: float = 1e-3):   # a proposal this close (unit scale, max norm) to one
                                                     # evaluated or pending at its fidelity is a repeat
+                                                    # (lambda within 0.7%): see _is_repeat
         super().__init__(space, budget_epochs=budget_epochs, seed=seed)
         for part in acq.split("-"):
             check_choice("dragonfly acquisition", part, ACQUISITIONS)
@@ -55,6 +60,8 @@ class BayesOpt(Solver):
             raise UsageError(f"init_points ({init_points}) and refit_every ({refit_every}) must be >= 1")
         if not 0 <= repeat_tolerance < 0.5:
             raise UsageError(f"repeat_tolerance must be in [0, 0.5), got {repeat_tolerance}")
+        if not 0 <= min_bandwidth <= 1:
+            raise UsageError(f"min_bandwidth must be in [0, 1], got {min_bandwidth}")
         self.init_points, self.refit_every, self.repeat_tolerance = init_points, refit_every, repeat_tolerance
         self._df = import_dragonfly()
         self._global_rng = GlobalRandomState(seed)   # dragonfly draws from numpy's global RNG only
@@ -66,8 +73,9 @@ class BayesOpt(Solver):
                             # also keeps proposals the same on machines that do have Fortran.
                             gpb_ml_hp_tune_opt="pdoo")
         with self._global_rng:
-            self._opt = self._df.EuclideanGPBandit(self._function_caller(), is_mf=self.multi_fidelity,
-                                                   options=options, ask_tell_mode=True)
+            self._opt = _floored_bandit(self._df.EuclideanGPBandit)(
+                self._function_caller(), is_mf=self.multi_fidelity, options=options, ask_tell_mode=True)
+            self._opt.min_bandwidth = min_bandwidth
             self._opt.initialise()
         # Ask/tell initialisation queues init_capital + 1 points (exd_core: `if points > init_capital`);
         # the extra one comes from a second latin hypercube. Keep the first, complete one.
@@ -132,9 +140,8 @@ class BayesOpt(Solver):
     def _is_repeat(self, u: np.ndarray, fidelity: int) -> bool:
         """Every trial searches with the study's seed (common random numbers), so a lambda evaluated
         again at the same fidelity returns the same reward: the trial would teach nothing. Dragonfly
-        proposes such repeats when its GP is degenerate: fitted by marginal likelihood on two or three
-        results, its bandwidth and scale sit at the bounds it derives from the data, and its
-        acquisition peaks on (or creeps around) the points it has."""
+        proposes such repeats where its GP has next to no data (UCB on a GP of one result peaks on
+        that result) and, without floor_bandwidths, around every point it has."""
         return any(np.max(np.abs(u - x)) < self.repeat_tolerance for x in self._seen(fidelity))
 
     def _space_filling(self, fidelity: int) -> np.ndarray:
@@ -161,3 +168,43 @@ def initial_design_size(trials: int) -> int:
     three quarters of the study to the acquisition (dragonfly's fixed 5 would leave 3 of the default
     study's 8 trials to the model, and none of a 5-trial one)."""
     return max(2, trials // 4)
+
+
+@functools.cache
+def _floored_bandit(bandit_cls):
+    """dragonfly's GP bandit with floor_bandwidths applied to every GP it fits (a subclass made once,
+    on first use: dragonfly is imported lazily)."""
+    class FlooredBandit(bandit_cls):
+        min_bandwidth = 0.0
+
+        def _get_gp_fitter(self, reg_data, use_additive=False):
+            fitter = super()._get_gp_fitter(reg_data, use_additive)
+            floor_bandwidths(fitter, self.min_bandwidth)
+            return fitter
+
+    return FlooredBandit
+
+
+def floor_bandwidths(fitter, floor: float) -> None:
+    """Raise the lower bound of a dragonfly GP fitter's length scales (log bandwidths, in the unit
+    cube; fidelity ones too for MF-BO) to `floor`, before the marginal-likelihood fit.
+
+    Dragonfly bounds them below by 0.01 times the norm of the data (~0.007 for two points). With two
+    to five results the likelihood is flat enough that the fit sits on that bound: each result is
+    explained on its own, the posterior falls back to the prior mean a hair away from it, and the
+    acquisition creeps around the points it has (measured: most proposals of the 8-trial study within
+    0.01 of an earlier one). A floor of 0.1 keeps the rewards of lambda and 2 lambda (0.1 of its three
+    decades) correlated, which a smooth Eq. 19 landscape warrants, and still fits a peak 0.15 wide.
+    Applies to the marginal-likelihood fit (hp_tune_criterion 'ml', the default); 'post_sampling'
+    draws from priors dragonfly sets up from its own bounds."""
+    if floor <= 0:
+        return
+    names = [name for name, kind in fitter.param_order if kind == "cts"]   # cts_hp_bounds' rows
+    bounds = np.array(fitter.cts_hp_bounds, dtype=float)
+    if len(names) != len(bounds):   # dragonfly 0.1.7's layout; another would need another reading
+        raise RuntimeError(f"dragonfly GP fitter: {len(names)} continuous hyperparameters, {len(bounds)} bounds")
+    for i, name in enumerate(names):
+        if name.endswith("dim_bandwidths"):
+            low = max(bounds[i, 0], math.log(floor))
+            bounds[i] = [low, max(bounds[i, 1], low)]
+    fitter.cts_hp_bounds = bounds

@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 
 import ConfigSpace
+import numpy as np
 from hpbandster.core.dispatcher import Job
 from hpbandster.optimizers.config_generators.bohb import BOHB as KDEConfigGenerator
 from hpbandster.optimizers.iterations import SuccessiveHalving
+from scipy.stats import qmc
 
 from searchers.errors import UsageError
 
@@ -45,7 +47,7 @@ class BOHB(Solver):
         self._configspace = ConfigSpace.ConfigurationSpace(seed=seed)
         for p in space.params:
             self._configspace.add(ConfigSpace.Float(p.name, (p.low, p.high), log=p.log))
-        self._kde = KDEConfigGenerator(self._configspace, min_points_in_model=min_points_in_model,
+        self._kde = SpaceFillingKDE(self._configspace, seed=seed, min_points_in_model=min_points_in_model,
                                        top_n_percent=top_n_percent, num_samples=num_samples,
                                        random_fraction=random_fraction, bandwidth_factor=bandwidth_factor,
                                        min_bandwidth=min_bandwidth)
@@ -96,6 +98,33 @@ class BOHB(Solver):
             if job.id[0] != "told":
                 self._brackets[job.id[0]].register_result(job)
             self._kde.new_result(job)
+
+
+class SpaceFillingKDE(KDEConfigGenerator):
+    """hpbandster's BOHB config generator whose random configurations (all of them before the KDE has
+    a model, then random_fraction of them) follow one scrambled Sobol sequence from the solver's seed
+    instead of independent uniform draws (ConfigSpace.sample_configuration). At the default budget
+    BOHB opens 8 configurations and its KDE, which needs 4 results on a rung (hpbandster's
+    min_points_in_model of dim + 1 for each of its good and bad densities), picks about one of them:
+    the rest are the random ones, and uniform draws often leave a third of the range unseen. Measured
+    at the CLI's default study on six synthetic peaks (position 0.15-0.8, width 0.08-0.25), seeds
+    100-199 (not the contract's): the Sobol sequence raised BOHB's median on all six and put it above
+    random search's on all six, mean too."""
+
+    def __init__(self, configspace, *, seed: int, random_fraction: float, **options):
+        super().__init__(configspace, random_fraction=0.0, **options)   # the coin is tossed here
+        self.space_filling_fraction = random_fraction
+        self._sobol = qmc.Sobol(d=len(configspace), scramble=True, seed=seed)
+        self._queue: list[np.ndarray] = []
+
+    def get_config(self, budget):
+        # the same coin as hpbandster's (numpy's global RNG, which BOHB seeds around every call)
+        if not self.kde_models or np.random.rand() < self.space_filling_fraction:
+            if not self._queue:   # draw in blocks that keep the total a power of 2 (Sobol's balance)
+                self._queue = list(self._sobol.random(max(1, self._sobol.num_generated)))
+            config = ConfigSpace.Configuration(self.configspace, vector=self._queue.pop(0))
+            return dict(config), {"model_based_pick": False}
+        return super().get_config(budget)
 
 
 def default_eta(min_epochs: int, max_epochs: int) -> int:

@@ -9,8 +9,6 @@ low-epoch rewards overshoot, Fig. 9 right.)
 """
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 
 from searchers.errors import UsageError
@@ -27,7 +25,18 @@ def _epochs(raw_fidel) -> float:
 class MultiFidelityBO(BayesOpt):
     name = "mfbo"
     multi_fidelity = True
-    full_fidelity_share: ClassVar[float] = 0.25   # dragonfly's target_fidel_to_opt_query_frac_min
+
+    @property
+    def full_fidelity_share(self) -> float:
+        """Least share of trials run at max_fidelity: the cost ratio min/max of the fidelities, kept
+        within dragonfly's target_fidel_to_opt_query_frac_min and _max (0.25 and 0.5). The paper's 2..8
+        epochs get 0.25; the CLI's 2..4 get 0.5, where a low-fidelity trial saves at most half a full
+        one and its reward is distorted (Fig. 9 right), while only full-fidelity results are delivered
+        (base.best). Measured at the CLI's default study (2..4 epochs, 8 trials) on three synthetic
+        peaks (automl/testing/solvers.py's, one moved, one moved and narrowed) over seeds 100-129, not
+        the contract's: 0.5 instead of 0.25 raised MF-BO's median on all three (0.981 -> 0.994,
+        0.983 -> 0.987, 0.892 -> 0.980), above random search's (0.948, 0.878, 0.903)."""
+        return min(0.5, max(0.25, self.space.min_fidelity / self.space.max_fidelity))
 
     def _function_caller(self):
         lo, hi = self.space.min_fidelity, self.space.max_fidelity

@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 
 import optuna
 from optuna.distributions import FloatDistribution
+from scipy.stats import qmc
 
 from searchers.errors import UsageError
 
@@ -24,8 +26,9 @@ class TPE(Solver):
     name = "tpe"
 
     def __init__(self, space: Space, *, budget_epochs: int, seed: int = 0,
-                 n_startup_trials: int | None = None,   # random trials before the model; None: sized to
-                                                        # the budget (startup_size), not optuna's fixed 10
+                 n_startup_trials: int | None = None,   # start-up trials before the model, a Latin
+                                                        # hypercube (see _ask); None: sized to the budget
+                                                        # (startup_size), not optuna's fixed 10
                  gamma: float = 0.25,           # quantile of results that forms the "good" density (see
                                                 # quantile_gamma; optuna's default is 0.1)
                  constant_liar: bool = True):   # pending trials count as bad while running (optuna 5's
@@ -39,9 +42,12 @@ class TPE(Solver):
             raise UsageError(f"gamma must be in (0, 1), got {gamma}")
         self.n_startup_trials, self.gamma = n_startup_trials, gamma
         self._distributions = {p.name: FloatDistribution(p.low, p.high, log=p.log) for p in space.params}
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
-                                             gamma=functools.partial(quantile_gamma, gamma),
-                                             constant_liar=constant_liar)
+        with warnings.catch_warnings():
+            # optuna 4.9 deprecated `gamma` (removal planned for 6.0; pyproject pins 5.0)
+            warnings.filterwarnings("ignore", message="`gamma` has been deprecated", category=FutureWarning)
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
+                                                 gamma=functools.partial(quantile_gamma, gamma),
+                                                 constant_liar=constant_liar)
         level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(logging.WARNING)   # not one "A new study created" line per solver
         try:
@@ -49,8 +55,18 @@ class TPE(Solver):
         finally:
             optuna.logging.set_verbosity(level)
         self._running: dict[int, optuna.trial.Trial] = {}
+        # The start-up trials as one Latin hypercube (one point in each 1/n of every parameter's range,
+        # in the Param's scale), from the solver's seed, instead of optuna's independent uniform draws:
+        # with a handful of start-up trials, uniform draws often leave a third of the range unseen and
+        # the model's first picks refine whichever two or three points happen to be best.
+        self._design = qmc.LatinHypercube(d=len(space.params), seed=seed).random(n_startup_trials) \
+            if n_startup_trials else []
 
     def _ask(self):
+        n = len(self.study.trials)   # asked or told so far (a resumed study's results count)
+        if n < len(self._design):
+            self.study.enqueue_trial({p.name: p.from_unit(float(u))
+                                      for p, u in zip(self.space.params, self._design[n])})
         trial = self.study.ask(self._distributions)
         self._running[self.next_trial_id] = trial
         return dict(trial.params), self.space.max_fidelity, {"optuna_trial": trial.number}
@@ -69,11 +85,14 @@ class TPE(Solver):
 
 
 def startup_size(trials: int) -> int:
-    """Random trials before TPE's Parzen estimators: a third of the full-fidelity trials the budget
-    buys, at least two. TPE splits the results into a "good" and a "bad" density (optuna's gamma puts
-    the best ~10% in the good one), so two results are the fewest that give each density a point of
-    its own; optuna's fixed 10 exceeds the whole default study of 8 trials, which never used the model."""
-    return max(2, trials // 3)
+    """Start-up trials before TPE's Parzen estimators: half the full-fidelity trials the budget buys,
+    at least two (a "good" and a "bad" density need a point each) and at most optuna's own 10.
+    Optuna's fixed 10 exceeds the whole default study of 8 trials, which never used the model; a third
+    (2 of 8) left the model to refine the better of two points, often on a slope away from the peak.
+    Measured at 8 trials on six synthetic peaks (position 0.15-0.8, width 0.08-0.25 of the range),
+    seeds 100-299 (not the contract's): with the Latin hypercube start-up, 4 start-up trials beat 2 on
+    11 of the 12 medians, and beat random search's median on 10 and its mean on all 12."""
+    return min(10, max(2, trials // 2))
 
 
 def quantile_gamma(gamma: float, n: int) -> int:

@@ -1,5 +1,10 @@
 """Contract every registered solver passes (run by tests/automl/test_solvers.py), without Ray, in
-seconds, on a synthetic reward of lambda with a known maximum.
+seconds (the comparison with random search over 20 seeds, marked slow, in a minute or two), on a
+synthetic reward of lambda with a known maximum.
+
+Solvers are built exactly as `studies/tune_lambda.py` builds them with no flags: space, budget and
+seed, no options (their defaults are sized to the budget), in the CLI's default study (SPACE,
+BUDGET, CONCURRENCY; tests/studies checks that these match the CLI's flags).
 
 To run it, subclass SolverContract in a test module (`class TestSolverContract(SolverContract): pass`);
 its `solver_name` fixture walks over every name in the registry, so a new solver is covered on
@@ -8,47 +13,49 @@ ahead of tells, as Ray Tune does) and answers with `synthetic_reward`.
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 
 import numpy as np
 import pytest
 
-from automl.solvers import Observation, Proposal, Solver, list_solvers, make_solver
+from automl.solvers import Observation, Proposal, Solver, get_solver, list_solvers, make_solver
 from automl.spaces import Param, Space
 
 LAMBDA = Param(name="lam", low=1e-3, high=1.0, log=True)   # Single-Path NAS's lambda range
-SPACE = Space(params=(LAMBDA,), min_fidelity=2, max_fidelity=8)   # the paper's 2..8 search epochs
+# The CLI's default study: full trials of 4 search epochs, multi-fidelity solvers down to 2, 8 trials'
+# worth of epochs, two trials in flight.
+SPACE = Space(params=(LAMBDA,), min_fidelity=2, max_fidelity=4)
+TRIALS = 8
+BUDGET = TRIALS * SPACE.max_fidelity   # 32 epochs: --budget-epochs' default, trials x fidelity
+CONCURRENCY = 2
+
 BEST_UNIT = 0.6            # optimum in LAMBDA.to_unit scale: lambda = 1e-3 * 1000**0.6 ~ 0.063
-WIDTH = 0.15               # of the peak, same scale
+WIDTH = 0.15               # of the peak, same scale (a factor 2.8 of lambda either side falls to 1/e)
 OVERSHOOT = 0.05           # Fig. 9 right: with fewer epochs a larger lambda looks best
 LOW_FIDELITY_LOSS = 0.3    # fewer search epochs, lower accuracy: the peak is 0.7 at min_fidelity
 
-BUDGET = 40                # epochs for the checks that need no learning: 5 full-fidelity trials
-# Options that keep each solver's model cheap in tests (dragonfly fits its GP in pure Python).
-TEST_OPTIONS = {
-    "bo": dict(init_points=3, hp_tune_max_evals=30, acq_opt_max_evals=200),
-    "mfbo": dict(init_points=3, hp_tune_max_evals=30, acq_opt_max_evals=200),
-    "tpe": dict(n_startup_trials=3),
-}
-# Epochs each solver gets to show it learns (the test's margin, 0.1, was cleared by all of the seed
-# pairs (0, 1) ... (18, 19); the smallest pair means: bo 0.46, mfbo 0.30, bohb 0.18, tpe 0.14).
-# TPE's Parzen estimators need ~30 results to separate good from bad; BOHB spends most epochs on
-# low rungs.
-LEARNING_BUDGET = {"bo": 64, "mfbo": 48, "bohb": 160, "tpe": 240}
-NOT_LEARNING = {"random"}   # its proposals do not depend on results, by design
+BASELINE = "random"        # what a solver that learns from results must beat
+SEEDS = range(100)         # of the comparison with BASELINE. Fewer seeds give a median too noisy
+                           # to compare: random search's is 0.98 on seeds 0-9, 0.974 on 0-19 (the top
+                           # tail of its 20-seed medians), 0.95 on 0-29, 0-99 and 0-199
 
 
 def synthetic_reward(params: dict[str, float], epochs: int) -> float:
-    """A smooth peak in log lambda with maximum 1.0 at BEST_UNIT and max_fidelity. A lower fidelity
-    sees a distorted version: lower (LOW_FIDELITY_LOSS) and shifted to larger lambda (OVERSHOOT)."""
+    """A smooth peak in log lambda with maximum 1.0 at BEST_UNIT and max_fidelity: Eq. 19 rises with
+    lambda while the network is slower than the target and falls once it is faster and less accurate.
+    A lower fidelity sees a distorted version: lower (LOW_FIDELITY_LOSS) and shifted to larger lambda
+    (OVERSHOOT). Random search's 8 trials land within the peak's width most of the time (median best
+    0.95 over 100 seeds) but not on its top: learning shows as getting closer."""
     lag = (SPACE.max_fidelity - epochs) / (SPACE.max_fidelity - SPACE.min_fidelity)
     u = LAMBDA.to_unit(params[LAMBDA.name])
     return (1 - LOW_FIDELITY_LOSS * lag) * math.exp(-((u - BEST_UNIT - OVERSHOOT * lag) / WIDTH) ** 2)
 
 
 def new_solver(name: str, *, seed: int = 0, budget: int = BUDGET) -> Solver:
-    return make_solver(name, SPACE, budget_epochs=budget, seed=seed, **TEST_OPTIONS.get(name, {}))
+    """As the CLI builds it: no solver options."""
+    return make_solver(name, SPACE, budget_epochs=budget, seed=seed)
 
 
 def run(solver: Solver, *, concurrency: int = 1, fails=lambda p: False) -> list[tuple[Proposal, Observation]]:
@@ -72,16 +79,28 @@ def proposal_key(p: Proposal) -> tuple:
     return p.trial_id, tuple(sorted(p.params.items())), p.fidelity
 
 
-def improvement(name: str, seed: int) -> float:
-    """Mean full-fidelity reward of the last third of the proposals minus that of the first third: the
-    quality of the lambdas proposed, whatever fidelity they were run at."""
-    quality = [synthetic_reward(p.params, SPACE.max_fidelity)
-               for p, _ in run(new_solver(name, seed=seed, budget=LEARNING_BUDGET.get(name, 64)))]
-    k = len(quality) // 3
-    return float(np.mean(quality[-k:]) - np.mean(quality[:k]))
+def delivered_quality(name: str, seed: int) -> float:
+    """The default study's outcome: the true full-fidelity reward of what the solver would deliver,
+    its best full-fidelity result (Solver.best, as the study delivers a full-fidelity trial). For a
+    full-fidelity solver that is its best reward; a multi-fidelity one is not credited for a lambda it
+    only ran at fewer epochs."""
+    solver = new_solver(name, seed=seed)
+    run(solver, concurrency=CONCURRENCY)
+    best = solver.best()
+    return 0.0 if best is None else synthetic_reward(best.params, SPACE.max_fidelity)
+
+
+@functools.cache
+def median_quality(name: str) -> float:
+    return float(np.median([delivered_quality(name, seed) for seed in SEEDS]))
 
 
 class SolverContract:
+    # Solvers measured not to beat random search at the default budget, with the measurement: a test
+    # module sets it (name -> why). Their comparison is a strict expected failure, so the suite fails
+    # the day one of them does beat random search, and its entry goes.
+    short_of_random_search: dict[str, str] = {}
+
     @pytest.fixture(params=list_solvers())
     def solver_name(self, request) -> str:
         return request.param
@@ -112,10 +131,15 @@ class SolverContract:
         assert solver.remaining() < solver.smallest_fidelity
         assert solver.ask() is None
 
-    def test_later_proposals_beat_the_first(self, solver_name):
-        if solver_name in NOT_LEARNING:
+    @pytest.mark.slow   # dragonfly's GP is pure Python: ~1 min for BO and MF-BO on two cores
+    def test_a_solver_that_learns_beats_random_search_at_the_default_budget(self, solver_name, request):
+        """The model must pay inside the default study (8 trials), not only in long ones: the median
+        over SEEDS of delivered_quality beats random search's over the same seeds."""
+        if not get_solver(solver_name).learns:
             pytest.skip(f"{solver_name} does not learn from results")
-        assert np.mean([improvement(solver_name, seed) for seed in (0, 1)]) > 0.1
+        if solver_name in self.short_of_random_search:
+            request.applymarker(pytest.mark.xfail(reason=self.short_of_random_search[solver_name], strict=True))
+        assert median_quality(solver_name) > median_quality(BASELINE)
 
     def test_failed_trials_are_survived_and_never_best(self, solver_name):
         solver = new_solver(solver_name)

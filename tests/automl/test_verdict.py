@@ -36,7 +36,7 @@ def test_missed_target_names_the_bracketing_trials(tmp_path):
     assert not v.met and v.delivered.trial == 3 and round(v.distance_pct, 1) == -18.3
     assert v.band == (76.0, 80.0) and v.in_band == 0 and v.under_target == 5
     assert (v.below.trial, v.above.trial) == (3, 2)
-    assert "[0.027, 0.1415]" in v.advice[0] and "more trials" in v.advice[0]
+    assert "--range lam=0.027:0.1415" in v.advice[0] and "more trials" in v.advice[0]
     assert v.growth.smallest.trial == 7 and v.growth.larger.trial == 3 and not v.growth.paired
     assert v.lines[0].startswith("verdict: target 80 ms missed: delivered 65.35 ms (trial 3), -18.3 %")
     json.dumps(v.to_json())

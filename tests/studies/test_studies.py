@@ -216,6 +216,10 @@ def test_variance_random_search_by_rejection(tmp_path):
 @pytest.mark.parametrize("module, argv, message", [
     ("compare_solvers", ["--solvers", "random,nope"], "valid choices"),
     ("compare_solvers", ["--replay", "/nonexistent"], "do not exist"),
+    ("compare_solvers", ["--solvers", "random,bo", "--solver-option", "tpe:gamma=0.2"], "not in --solvers"),
+    ("compare_solvers", ["--solvers", "bo", "--solver-option", "bo:init_point=2"], "valid choices: init_points"),
+    ("compare_solvers", ["--solvers", "bo", "--solver-option", "init_points=2"], "SOLVER:NAME=VALUE"),
+    ("variance", ["--tune-solver", "tpe", "--solver-option", "n_startup=1"], "valid choices: n_startup_trials"),
     ("fidelity_grid", ["--epochs-list", "2,x"], "comma-separated"),
     ("fidelity_grid", ["--searcher", "dsnas"], "one hyperparameter"),
     ("variance", ["--formulations", "single-path-sigmoid,nope"], "unknown formulation"),
