@@ -21,7 +21,7 @@ def batch(task, n=32):
 
 
 def test_layers_fix_progressively_and_all_with_small_h(digits):
-    s = make(tiny_task(digits, 128), RunSettings(epochs=4, seed=0, batch_size=32, width=0.25), h=0.05,
+    s = make(tiny_task(digits, 128), RunSettings(epochs=6, seed=0, batch_size=32, width=0.25), h=0.05,
              finetune_epochs=0)
     r = s.run()
     fixed = [h.extra["fixed_layers"] for h in r.history]
