@@ -99,14 +99,13 @@ class SuperMBConv(nn.Module):
             d_se25 = ps[1] + ps[2]
             return {"k5": pk[1], "e3": d_e3, "e6": pe[-1] / d_e3.clamp_min(1e-12),
                     "se25": d_se25, "se50": ps[2] / d_se25.clamp_min(1e-12)}
-        norms = self.subset_norms()
-        u = self.t_unit
-        d = {"k5": indicator(norms["k5"] - u[0] * self.t_k5, self.variant)}                  # Eq. 2
-        d["e6"] = indicator(norms["e6"](d["k5"]) - u[1] * self.t_e6, self.variant)          # Eq. 3, inner
-        d["e3"] = (indicator(norms["e3"](d["k5"]) - u[2] * self.t_e3, self.variant)
-                   if self.spec.skippable else one)
-        d["se25"] = indicator(norms["se25"] - u[3] * self.t_se25, self.variant)             # Eq. 4
-        d["se50"] = indicator(norms["se50"] - u[4] * self.t_se50, self.variant)
+        u, s = self.t_unit, self.se_reduce.weight
+        d = {"k5": indicator(self._ring_norm() - u[0] * self.t_k5, self.variant)}            # Eq. 2
+        n_e3, n_e6 = self._expansion_norms(d["k5"])
+        d["e6"] = indicator(n_e6 - u[1] * self.t_e6, self.variant)                           # Eq. 3, inner
+        d["e3"] = indicator(n_e3 - u[2] * self.t_e3, self.variant) if self.spec.skippable else one
+        d["se25"] = indicator(s[: self.se_q].norm() - u[3] * self.t_se25, self.variant)      # Eq. 4
+        d["se50"] = indicator(s[self.se_q:].norm() - u[4] * self.t_se50, self.variant)
         if self.training and self.drop_p > 0 and not hard:
             # Warm-up: drop decisions at random so the smaller subsets also train on their own.
             for key in d:
@@ -115,23 +114,23 @@ class SuperMBConv(nn.Module):
                 d[key] = d[key] * (torch.rand(()) >= self.drop_p).to(one.dtype)
         return d
 
-    def subset_norms(self) -> dict:
-        """The group-Lasso norms Eq. 2-4 compare with thresholds; the expansion norms depend on the
-        kernel decision (Eq. 3 takes them over the kernel chosen by Eq. 2), so they are functions."""
-        w, s = self.dw.weight, self.se_reduce.weight
-        wk = lambda d_k5: w * (1 - self.ring) + w * self.ring * d_k5                      # Eq. 2
-        return {"k5": (w * self.ring).norm(), "e6": lambda d_k5: wk(d_k5)[self.half:].norm(),
-                "e3": lambda d_k5: wk(d_k5)[: self.half].norm(),
-                "se25": s[: self.se_q].norm(), "se50": s[self.se_q:].norm()}
+    def _ring_norm(self) -> torch.Tensor:
+        return (self.dw.weight * self.ring).norm()
+
+    def _expansion_norms(self, d_k5: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Norms of the e3 and e6 channel halves over the kernel Eq. 2 chose (Eq. 3)."""
+        w = self.dw.weight
+        wk = w * (1 - self.ring) + w * self.ring * d_k5                                  # Eq. 2
+        return wk[: self.half].norm(), wk[self.half:].norm()
 
     @torch.no_grad()
     def set_threshold_units(self) -> None:
         """Fix each threshold's unit at its subset's current norm (at the largest kernel)."""
         if self.variant == "softmax":
             return
-        n = self.subset_norms()
-        one = torch.ones((), device=self.t_unit.device)
-        vals = [n["k5"], n["e6"](one), n["e3"](one), n["se25"], n["se50"]]
+        n_e3, n_e6 = self._expansion_norms(torch.ones((), device=self.t_unit.device))
+        s = self.se_reduce.weight
+        vals = [self._ring_norm(), n_e6, n_e3, s[: self.se_q].norm(), s[self.se_q:].norm()]   # DECISIONS order
         self.t_unit.copy_(torch.stack(vals).clamp_min(1e-6))
 
     @staticmethod
