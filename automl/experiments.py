@@ -18,10 +18,10 @@ from typing import Callable
 from searchers.errors import UsageError
 
 from .results import TrialsTable, write_json
-from .runners.local import observation, run_local
+from .runners.local import run_local
 from .solvers import Solver, make_solver
 from .solvers.base import Proposal
-from .study import StudyConfig, TrialRow, cached_task, run_trial
+from .study import StudyConfig, TrialRow, cached_task, observation, run_trial
 from .tuning import prepare_out
 
 EXPERIMENT, DONE = "experiment.json", "done.json"
@@ -93,7 +93,7 @@ def run_substudy(config: StudyConfig, *, resume: bool, runner: str = "local", so
     table = TrialsTable(out / "trials.csv", space.names)
     for row in table.rows:   # an interrupted sub-study: finished trials are told, not re-run
         solver.charge(row.fidelity, row.trial_id)
-        solver.tell(observation(row))
+        solver.tell(observation(config, row))
 
     def record(row: TrialRow):
         if label:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from searchers.errors import UsageError
 
 
@@ -38,5 +40,11 @@ class Target:
 
 def reward(acc: float, r: float, target: float) -> float:
     """Eq. 19."""
-    w = 0.0 if r <= target else -1.0
+    return float(rewards(acc, r, target))
+
+
+def rewards(acc, r, target: float) -> np.ndarray:
+    """Eq. 19 elementwise over arrays of accuracies and costs (a solver scoring model samples)."""
+    acc, r = np.asarray(acc, dtype=float), np.asarray(r, dtype=float)
+    w = np.where(r <= target, 0.0, -1.0)
     return acc * (r / target) ** w

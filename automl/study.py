@@ -20,7 +20,7 @@ from searchers.errors import UsageError, check_choice
 
 from .reward import Target, reward
 from .solvers import check_solver_options, get_solver, list_solvers
-from .solvers.base import Proposal
+from .solvers.base import Observation, Proposal
 from .spaces import Param, Space
 
 
@@ -29,7 +29,7 @@ class StudyConfig:
     out: str = "runs/tune-lambda"
     searcher: str = "single-path"
     searcher_params: dict[str, Any] = field(default_factory=dict)   # fixed (not tuned) method knobs
-    solver: str = "bo"
+    solver: str = "cbo"
     solver_options: dict[str, Any] = field(default_factory=dict)    # beyond the solver's defaults (which
                                                                     # are sized to the budget)
     target: float = 80.0                 # RT of Eq. 19
@@ -51,6 +51,8 @@ class StudyConfig:
     gpus_per_trial: float = 0.0          # fractional: 0.25 lets four small searches share one GPU
     address: str | None = None           # join this Ray cluster instead of starting one
     param_ranges: dict[str, tuple[float, float, bool]] = field(default_factory=dict)  # override tunable
+    final_epochs: int = 0                # train the delivered network this many more epochs (final/;
+                                         # searchers/final.py); 0: deliver the search's child as is
 
     def __post_init__(self):
         check_choice("solver", self.solver, list_solvers())
@@ -66,6 +68,8 @@ class StudyConfig:
             raise UsageError(f"budget of {self.budget} epochs is smaller than one trial's fidelity ({self.fidelity})")
         if self.budget < self.min_fidelity:
             raise UsageError(f"budget of {self.budget} epochs is smaller than the lowest fidelity ({self.min_fidelity})")
+        if self.final_epochs < 0:
+            raise UsageError(f"final epochs must be >= 0, got {self.final_epochs}")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UsageError("cpus per trial must be > 0 and gpus per trial >= 0")
         tunable = get_searcher(self.searcher).tunable
@@ -166,6 +170,16 @@ def cached_task(data: str, limit: int | None = None):
 def trial_reward(config: StudyConfig, val_acc: float, runtime_ms: float | None, flops: float) -> float:
     t = config.target_obj
     return reward(val_acc, t.measure(runtime_ms, flops), t.value)
+
+
+def observation(config: StudyConfig, row: TrialRow) -> Observation:
+    """What a solver is told of a finished trial: Eq. 19's reward and, for solvers that model them
+    (cbo.py), its parts: validation accuracy, R (runtime or MFLOPs, by the target) and RT."""
+    ok = row.status == "ok"
+    t = config.target_obj
+    return Observation(params=row.params, fidelity=row.fidelity, reward=row.reward if ok else None,
+                       trial_id=row.trial_id, accuracy=row.val_acc if ok else None,
+                       cost=t.measure(row.runtime_ms, row.flops or 0.0) if ok else None, target=t.value)
 
 
 def make_searcher(config: StudyConfig, proposal: Proposal):

@@ -14,12 +14,13 @@ from searchers.errors import UsageError
 from searchers.result import check_writable
 
 from .results import TrialsTable, write_json
-from .runners.local import observation
-from .study import StudyConfig, TrialRow
+from .study import StudyConfig, TrialRow, cached_task, observation
 from .verdict import Verdict, make_verdict
 
 # Fields a resumed study may change: how it runs, not what it computes.
-RESUMABLE_CHANGES = {"trials", "budget_epochs", "concurrency", "address", "cpus_per_trial", "gpus_per_trial"}
+# final_epochs too: --resume --final-epochs N trains the network a finished study delivered.
+RESUMABLE_CHANGES = {"trials", "budget_epochs", "concurrency", "address", "cpus_per_trial", "gpus_per_trial",
+                     "final_epochs"}
 
 
 @dataclass
@@ -30,6 +31,7 @@ class StudyOutcome:
     paths: dict[str, Path]
     dashboard: str | None = None
     verdict: Verdict | None = None   # automl/verdict.py; also saved as verdict.json
+    final: dict | None = None        # final/result.json: the delivered network after final training
 
 
 def prepare_out(config: StudyConfig, resume: bool) -> Path:
@@ -69,7 +71,7 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
     table = TrialsTable(out / "trials.csv", space.names)
     for row in table.rows:  # resume: the solver learns every finished trial again; none is re-run
         solver.charge(row.fidelity, row.trial_id)
-        solver.tell(observation(row))
+        solver.tell(observation(config, row))
 
     def record(row: TrialRow):
         table.append(row)
@@ -108,8 +110,37 @@ def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = No
         shutil.rmtree(dst, ignore_errors=True)
         tmp.rename(dst)
         paths["best"] = dst
+    final = None
+    if config.final_epochs and "best" in paths:
+        paths["final"], final = train_final(config, paths["best"])
     verdict = make_verdict(table, config, best)
     paths["verdict"] = out / "verdict.json"
     write_json(paths["verdict"], verdict.to_json())
     paths["report"] = write_report(out / "report.html", table, config, verdict)
-    return StudyOutcome(config, table, best, paths, dashboard, verdict)
+    return StudyOutcome(config, table, best, paths, dashboard, verdict, final)
+
+
+def train_final(config: StudyConfig, best: Path) -> tuple[Path, dict]:
+    """Train the delivered network (best/model.pt) config.final_epochs more epochs into final/, in
+    this process; a final/ already trained from this network for these epochs is kept (resume)."""
+    from searchers import RunSettings
+    from searchers.final import train_delivered
+
+    dst = Path(config.out) / "final"
+    done = dst / "result.json"
+    if done.exists():
+        kept = json.loads(done.read_text())
+        if kept["epochs"] == config.final_epochs and kept["hyperparameters"]["from"] == str(best / "model.pt"):
+            return dst, kept
+    settings = RunSettings(epochs=config.final_epochs, seed=config.seed, device=config.device,
+                           batch_size=config.batch_size, width=config.width, profile=config.profile)
+    print(f"final training of the delivered network: {config.final_epochs} epochs", flush=True)
+    result = train_delivered(best / "model.pt", cached_task(config.data, config.data_limit), settings,
+                             on_epoch=lambda m: print(f"  epoch {m.epoch}/{config.final_epochs}  loss {m.loss:.4f}  "
+                                                      f"val {m.val_acc:.4f}  ({m.wall_s:.0f} s)", flush=True))
+    tmp = Path(config.out) / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    result.save(tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return dst, json.loads(done.read_text())

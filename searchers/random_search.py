@@ -12,13 +12,12 @@ import random
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .base import Searcher
 from .cost import exact_cost, exact_runtime, load_profile
 from .errors import UsageError
 from .spaces.mbconv import EXPANSIONS, KERNELS, SE_RATIOS, Block, MBConvArch, layer_specs
-from .training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch
+from .training import train_one_epoch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,20 +70,10 @@ class RandomSearch(Searcher):
         self.losses = [float("nan")] * len(self.models)
 
     def train_epoch(self):
-        n_steps = steps_per_epoch(len(self.task.train[1]), self.settings.batch_size)
         for i, (model, opt) in enumerate(zip(self.models, self.opts)):
-            model.train()
-            loss_m = Mean()
-            for step, (x, y) in enumerate(self.task.batches("train", self.settings.batch_size, self.generator,
-                                                            augment=True, drop_last=True)):
-                set_lr(opt, cosine_lr(self.params.lr, self.epoch, step, n_steps, self.settings.epochs))
-                opt.zero_grad(set_to_none=True)
-                with autocast(self.device):
-                    loss = F.cross_entropy(model(x), y)
-                loss.backward()
-                opt.step()
-                loss_m.add(loss)
-            self.losses[i] = loss_m.get()
+            self.losses[i] = train_one_epoch(model, opt, self.task, batch_size=self.settings.batch_size,
+                                             generator=self.generator, lr=self.params.lr, epoch=self.epoch,
+                                             epochs=self.settings.epochs, device=self.device)
             self.val[i] = self.task.accuracy(model, "val")
         b = self._best()
         cost = exact_cost(self.archs[b], self.task, self.settings)

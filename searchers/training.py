@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def cosine_lr(base: float, epoch: int, step: int, steps_per_epoch: int, epochs: int) -> float:
@@ -45,3 +46,23 @@ def eval_logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Eval-mode logits of a channels_last search network (what its derived child must reproduce)."""
     net.eval()
     return net(x.contiguous(memory_format=torch.channels_last))
+
+
+def train_one_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, task, *, batch_size: int,
+                    generator: torch.Generator | None, lr: float, epoch: int, epochs: int,
+                    device: torch.device) -> float:
+    """One epoch of plain supervised training of a fixed network (cross-entropy, cosine lr per step,
+    crop/flip augmentation): what random search gives each candidate and what a delivered network's
+    final training runs. Returns the epoch's mean loss."""
+    n_steps = steps_per_epoch(len(task.train[1]), batch_size)
+    model.train()
+    loss_m = Mean()
+    for step, (x, y) in enumerate(task.batches("train", batch_size, generator, augment=True, drop_last=True)):
+        set_lr(opt, cosine_lr(lr, epoch, step, n_steps, epochs))
+        opt.zero_grad(set_to_none=True)
+        with autocast(device):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        loss_m.add(loss)
+    return loss_m.get()

@@ -4,6 +4,7 @@
     python studies/tune_lambda.py --target-ms 80 --solver mfbo --trials 12 --budget-epochs 64
     python studies/tune_lambda.py --searcher gold --target-mflops 20 --solver tpe
     python studies/tune_lambda.py --target-ms 80 --solver bo --solver-option init_points=3
+    python studies/tune_lambda.py --target-ms 80 --resume --final-epochs 8   # train the delivered network on
 
 Each trial is one full NAS search run by Ray Tune; the solver picks the next value to maximise the
 reward of Eq. 19 (Single-Path NAS paper, Sec. VII-B). Ends with the best value, its architecture,
@@ -17,11 +18,13 @@ import os
 
 from _common import add_common, add_solver_options, default_width, parse_kv, parse_ranges, run_cli, target_of
 
+from automl.solvers import list_solvers
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common(p, "runs/tune-lambda")
-    p.add_argument("--solver", default="bo", help="random | bo | mfbo | bohb | tpe")
+    p.add_argument("--solver", default="cbo", help=" | ".join(list_solvers()))
     add_solver_options(p)
     p.add_argument("--range", action="append", default=None, metavar="NAME=LOW:HIGH",
                    help="tune NAME over [LOW, HIGH] instead of the searcher's range, e.g. lam=0.01:0.04 "
@@ -35,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, default=None, help="default: all cores / concurrency")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="default: 1/concurrency with --device cuda")
     p.add_argument("--address", default=None, help="join this Ray cluster (HOST:PORT) instead of starting one")
+    p.add_argument("--final-epochs", type=int, default=0,
+                   help="train the delivered network N more epochs into OUT/final (searchers/final.py); "
+                        "with --resume, also for a study that has finished")
     p.add_argument("--runner", default="ray", choices=["ray", "local"], help="local: in-process, no Ray")
     return p
 
@@ -53,7 +59,7 @@ def config_from_args(args):
                        concurrency=args.concurrency, data=args.data, data_limit=args.data_limit, profile=args.profile, seed=args.seed,
                        device=args.device, width=default_width(args), batch_size=args.batch_size,
                        cpus_per_trial=cpus, gpus_per_trial=gpus, address=args.address,
-                       param_ranges=parse_ranges(args.range, args.searcher))
+                       param_ranges=parse_ranges(args.range, args.searcher), final_epochs=args.final_epochs)
 
 
 def print_outcome(outcome) -> None:
@@ -71,6 +77,10 @@ def print_outcome(outcome) -> None:
         print(f"  cost          {r:.2f} {unit} (target {outcome.config.target:g})  "
               f"{(b.flops or 0) / 1e6:.2f} MFLOPs")
         print(f"  reward        {b.reward:.4f}  (Eq. 19)")
+    if outcome.final is not None:
+        f = outcome.final
+        print(f"  final training  {f['epochs']} more epochs: val {f['val_acc']:.4f}  test {f['test_acc']:.4f}  "
+              f"({f['wall_s']:.0f} s)")
     if outcome.verdict is not None:   # automl/verdict.py: met or missed, why, and what to do
         print()
         print("\n".join(outcome.verdict.lines))

@@ -29,7 +29,7 @@ FORMULATIONS = {
     "random": ("random", {}, False),                                          # formulation 5: by rejection
 }
 FULL = dict(formulations="single-path-sigmoid,single-path-ste,single-path-softmax,multi-path,random",
-            tune_trials=6, tune_solver="bo", epochs=8, repeats=20, intra_samples=20, proxy_epochs=4)
+            tune_trials=6, tune_solver="cbo", epochs=8, repeats=20, intra_samples=20, proxy_epochs=4)
 QUICK = dict(tune_trials=2, tune_solver="random", epochs=2, repeats=2, intra_samples=2, proxy_epochs=1)
 
 

@@ -4,13 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..solvers.base import Observation, Solver
-from ..study import StudyConfig, TrialRow, run_trial
-
-
-def observation(row: TrialRow) -> Observation:
-    return Observation(params=row.params, fidelity=row.fidelity,
-                       reward=row.reward if row.status == "ok" else None, trial_id=row.trial_id)
+from ..solvers.base import Solver
+from ..study import StudyConfig, TrialRow, observation, run_trial
 
 
 def run_local(config: StudyConfig, solver: Solver, *, max_trials: int, on_row: Callable[[TrialRow], None],
@@ -22,7 +17,7 @@ def run_local(config: StudyConfig, solver: Solver, *, max_trials: int, on_row: C
         if proposal is None:
             break
         row = trial_fn(config, proposal, result_dir=Path(config.out) / "trials" / f"{proposal.trial_id:04d}")
-        solver.tell(observation(row))
+        solver.tell(observation(config, row))
         on_row(row)
         n += 1
     return n

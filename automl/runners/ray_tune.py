@@ -17,8 +17,8 @@ import torch
 
 from searchers.errors import UsageError
 
-from ..solvers.base import Observation, Proposal, Solver
-from ..study import StudyConfig, TrialRow, make_searcher, run_trial, trial_reward
+from ..solvers.base import Proposal, Solver
+from ..study import StudyConfig, TrialRow, make_searcher, observation, run_trial, trial_reward
 
 STATE_FILE = "searcher_state.pt"
 
@@ -128,8 +128,7 @@ def make_adapter(solver: Solver, study: StudyConfig, on_row: Callable[[TrialRow]
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             p = self.live.pop(trial_id)
             row = _row_from_result(study, p, result, error)
-            solver.tell(Observation(params=p.params, fidelity=p.fidelity,
-                                    reward=row.reward if row.status == "ok" else None, trial_id=p.trial_id))
+            solver.tell(observation(study, row))
             on_row(row)
 
     return SolverSearcher()

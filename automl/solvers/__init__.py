@@ -18,6 +18,7 @@ from .base import WORST_REWARD, Observation, Proposal, Solver
 SOLVERS = {
     "random": "random:RandomSearch",
     "bo": "bo:BayesOpt",
+    "cbo": "cbo:CompositeBO",
     "mfbo": "mfbo:MultiFidelityBO",
     "bohb": "bohb:BOHB",
     "tpe": "tpe:TPE",

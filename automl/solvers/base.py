@@ -32,6 +32,11 @@ class Observation:
     fidelity: int
     reward: float | None                # None: the trial failed
     trial_id: int | None = None         # set when it answers a Proposal of this solver
+    # Eq. 19's parts, reward = accuracy * (cost / target) ** w, for solvers that model them (cbo.py);
+    # None for a failed trial. cost is R: the network's runtime (ms) or MFLOPs; target is RT.
+    accuracy: float | None = None
+    cost: float | None = None
+    target: float | None = None
 
     @property
     def value(self) -> float:

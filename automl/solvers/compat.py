@@ -48,7 +48,8 @@ def import_dragonfly() -> SimpleNamespace:
 
     Returns a namespace with: EuclideanGPBandit (the optimiser, gp_bandit.py), EuclideanDomain
     (the box to search), EuclideanFunctionCaller (single fidelity) and EuclideanMultiFunctionCaller
-    (multi-fidelity: raw_fidel_space, fidel_cost_func, raw_fidel_to_opt).
+    (multi-fidelity: raw_fidel_space, fidel_cost_func, raw_fidel_to_opt); EuclideanGPFitter and
+    gp_options() (a GP on its own, as cbo.py uses it: dragonfly's GP options with their defaults).
     """
     restore_numpy_aliases()
     with warnings.catch_warnings():
@@ -58,10 +59,14 @@ def import_dragonfly() -> SimpleNamespace:
         from dragonfly.utils import oper_utils  # noqa: F401  (the module that warns)
     from dragonfly.exd.domains import EuclideanDomain
     from dragonfly.exd.experiment_caller import EuclideanFunctionCaller, EuclideanMultiFunctionCaller
+    from dragonfly.gp.euclidean_gp import EuclideanGPFitter, euclidean_gp_args
     from dragonfly.opt.gp_bandit import EuclideanGPBandit
+    from dragonfly.utils.option_handler import load_options
     return SimpleNamespace(EuclideanGPBandit=EuclideanGPBandit, EuclideanDomain=EuclideanDomain,
                            EuclideanFunctionCaller=EuclideanFunctionCaller,
-                           EuclideanMultiFunctionCaller=EuclideanMultiFunctionCaller)
+                           EuclideanMultiFunctionCaller=EuclideanMultiFunctionCaller,
+                           EuclideanGPFitter=EuclideanGPFitter,
+                           gp_options=lambda: load_options(euclidean_gp_args))
 
 
 def _serialize_numpy_scalar(obj, serializer, out, level):

@@ -13,6 +13,7 @@ ahead of tells, as Ray Tune does) and answers with `synthetic_reward`.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import random
@@ -53,6 +54,31 @@ def synthetic_reward(params: dict[str, float], epochs: int) -> float:
     return (1 - LOW_FIDELITY_LOSS * lag) * math.exp(-((u - BEST_UNIT - OVERSHOOT * lag) / WIDTH) ** 2)
 
 
+TARGET = 1.0               # RT of Eq. 19, in the synthetic cost's unit
+COST_SLOPE = 1.44          # ln(131.5 / 30.6): the default profile's runtimes across lambda's range
+
+
+def synthetic_outcome(params: dict[str, float], epochs: int) -> tuple[float, float]:
+    """(accuracy, cost) whose Eq. 19 reward is synthetic_reward, for solvers that model the parts:
+    the cost falls exponentially in log lambda and meets TARGET at the reward's peak; over the
+    target, accuracy is what Eq. 19 divides by R / RT."""
+    lag = (SPACE.max_fidelity - epochs) / (SPACE.max_fidelity - SPACE.min_fidelity)
+    u = LAMBDA.to_unit(params[LAMBDA.name])
+    cost = TARGET * math.exp(COST_SLOPE * (BEST_UNIT + OVERSHOOT * lag - u))
+    return synthetic_reward(params, epochs) * max(1.0, cost / TARGET), cost
+
+
+def synthetic_observation(p: Proposal, *, failed: bool = False) -> Observation:
+    """A solver's answer to `p`: Eq. 19's reward and its parts, or a failure."""
+    if failed:
+        return Observation(params=p.params, fidelity=p.fidelity, reward=None, trial_id=p.trial_id,
+                           target=TARGET)
+    accuracy, cost = synthetic_outcome(p.params, p.fidelity)
+    # synthetic_reward itself, which Eq. 19 of the parts equals up to rounding
+    return Observation(params=p.params, fidelity=p.fidelity, reward=synthetic_reward(p.params, p.fidelity),
+                       trial_id=p.trial_id, accuracy=accuracy, cost=cost, target=TARGET)
+
+
 def new_solver(name: str, *, seed: int = 0, budget: int = BUDGET) -> Solver:
     """As the CLI builds it: no solver options."""
     return make_solver(name, SPACE, budget_epochs=budget, seed=seed)
@@ -69,8 +95,7 @@ def run(solver: Solver, *, concurrency: int = 1, fails=lambda p: False) -> list[
         if not in_flight:
             return done
         p = in_flight.pop(0)
-        reward = None if fails(p) else synthetic_reward(p.params, p.fidelity)
-        obs = Observation(params=p.params, fidelity=p.fidelity, reward=reward, trial_id=p.trial_id)
+        obs = synthetic_observation(p, failed=fails(p))
         solver.tell(obs)
         done.append((p, obs))
 
@@ -156,16 +181,15 @@ class SolverContract:
         first = new_solver(solver_name, seed=4, budget=budget)
         done = []
         while first.spent_epochs < budget // 2:
-            p = first.ask()
-            obs = Observation(params=p.params, fidelity=p.fidelity,
-                              reward=synthetic_reward(p.params, p.fidelity), trial_id=p.trial_id)
+            obs = synthetic_observation(first.ask())
             first.tell(obs)
             done.append(obs)
         resumed = new_solver(solver_name, seed=4, budget=budget)
         # plus results from elsewhere, without a trial id: one failed, one at the lowest fidelity
-        foreign = [Observation(params={"lam": 0.3}, fidelity=SPACE.max_fidelity, reward=None),
-                   Observation(params={"lam": 0.05}, fidelity=SPACE.min_fidelity,
-                               reward=synthetic_reward({"lam": 0.05}, SPACE.min_fidelity))]
+        foreign = [dataclasses.replace(synthetic_observation(Proposal(trial_id=0, params={"lam": lam},
+                                                                      fidelity=fidelity), failed=failed),
+                                       trial_id=None)
+                   for lam, fidelity, failed in [(0.3, SPACE.max_fidelity, True), (0.05, SPACE.min_fidelity, False)]]
         for obs in done + foreign:
             resumed.charge(obs.fidelity)
             resumed.tell(obs)

@@ -21,12 +21,12 @@ class TestSolverContract(SolverContract):
 
 
 def test_registry_lists_the_papers_solvers_and_more():
-    assert list_solvers() == ["random", "bo", "mfbo", "bohb", "tpe"]
+    assert list_solvers() == ["random", "bo", "cbo", "mfbo", "bohb", "tpe"]
     assert {get_solver(n).name for n in list_solvers()} == set(list_solvers())
 
 
 def test_unknown_solver_names_the_valid_ones():
-    with pytest.raises(UsageError, match="unknown solver 'hb'; valid choices: random, bo, mfbo, bohb, tpe"):
+    with pytest.raises(UsageError, match="unknown solver 'hb'; valid choices: random, bo, cbo, mfbo, bohb, tpe"):
         get_solver("hb")
     with pytest.raises(UsageError, match="valid choices"):
         make_solver("hyperband", SPACE, budget_epochs=BUDGET, seed=0)
