@@ -1,5 +1,5 @@
-"""The outer loop's solvers (Sec. VII-B: random search, BO, multi-fidelity BO, plus BOHB and Optuna's
-TPE), one per module behind the ask/tell Solver of base.py.
+"""The outer loop's solvers (Sec. VII-B: random search, BO, multi-fidelity BO, plus composite BO of
+Eq. 19's parts, BOHB and Optuna's TPE), one per module behind the ask/tell Solver of base.py.
 
 Solver modules are imported on first use: dragonfly's import takes seconds and hpbandster pulls in
 Pyro4 and statsmodels, which a study using random search should not pay for.

@@ -66,13 +66,12 @@ class CompositeBO(Solver):
         self.init_points, self.candidates, self.samples = init_points, candidates, samples
         self.min_bandwidth, self.repeat_tolerance = min_bandwidth, repeat_tolerance
         self.accuracy_noise = accuracy_noise
-        self._rng = np.random.default_rng(seed)
-        self._global_rng = GlobalRandomState(seed)   # dragonfly's fits draw from numpy's global RNG
         self._df = import_dragonfly()
         dim = len(space.params)
         # Latin hypercube: one point per stratum of each dimension, strata shuffled per dimension
-        strata = np.stack([self._rng.permutation(init_points) for _ in range(dim)], axis=1)
-        self._initial = list((strata + self._rng.random((init_points, dim))) / init_points)
+        rng = np.random.default_rng(seed)
+        strata = np.stack([rng.permutation(init_points) for _ in range(dim)], axis=1)
+        self._initial = list((strata + rng.random((init_points, dim))) / init_points)
         self._pending: dict[int, np.ndarray] = {}
         self._points: list[np.ndarray] = []        # every told point (unit cube), failures included
         self._parts: list[tuple[np.ndarray, float, float]] = []   # (point, accuracy, R) of successes
@@ -82,13 +81,16 @@ class CompositeBO(Solver):
         return np.clip([p.to_unit(params[p.name]) for p in self.space.params], 0.0, 1.0)
 
     def _ask(self):
+        # Randomness per trial id, not one stream: a resumed study, told the same results, asks what
+        # the uninterrupted one asked.
+        rng = np.random.default_rng([self.seed, self.next_trial_id])
         if len(self._parts) < 2:
             # Initial design first; if every initial point is out and fewer than two results have come
             # back (asks ahead of tells), one more uniform point: two are the fewest a GP fits.
-            u = self._initial.pop(0) if self._initial else self._rng.random(len(self.space.params))
+            u = self._initial.pop(0) if self._initial else rng.random(len(self.space.params))
             initial = True
         else:
-            u, initial = self._acquire(), False
+            u, initial = self._acquire(rng), False
         self._pending[self.next_trial_id] = u
         return ({p.name: p.from_unit(float(x)) for p, x in zip(self.space.params, u)},
                 self.space.max_fidelity, {"initial_design": initial})
@@ -118,24 +120,24 @@ class CompositeBO(Solver):
         floor_bandwidths(fitter, floor)
         return fitter.fit_gp()[1]
 
-    def _acquire(self) -> np.ndarray:
+    def _acquire(self, rng: np.random.Generator) -> np.ndarray:
         """The candidate of largest expected improvement of Eq. 19 under the two models."""
         X = [u for u, _, _ in self._parts]
         acc = np.array([a for _, a, _ in self._parts])
         log_r = np.log([r for _, _, r in self._parts])
         target = self._target
-        with self._global_rng:
+        with GlobalRandomState([self.seed, self.next_trial_id]):   # dragonfly's fits use numpy's global RNG
             # A trial's R is its network's exact cost, and the same lambda searched with the study's
             # seed gives the same network: no noise to learn, only the staircase of discrete choices
             # (COST_NOISE). A tuned noise term, on 2-4 points, explains the data away as noise.
             cost_gp = self._fit(X, log_r, self.min_bandwidth, COST_NOISE)
-        cand = self._rng.random((self.candidates, len(self.space.params)))
+        cand = rng.random((self.candidates, len(self.space.params)))
         pending = list(self._pending.values())
         if pending:
             mean, std = cost_gp.eval_with_hallucinated_observations(cand, pending, uncert_form="std")
         else:
             mean, std = cost_gp.eval(cand, uncert_form="std")
-        draws = self._rng.standard_normal((2, self.samples, self.candidates))
+        draws = rng.standard_normal((2, self.samples, self.candidates))
         log_r_draws = mean + std * draws[0]
         acc_mean, acc_std = accuracy_model(log_r - math.log(target), acc, self.accuracy_noise)
         x = log_r_draws - math.log(target)

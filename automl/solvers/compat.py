@@ -107,7 +107,7 @@ class GlobalRandomState:
     else in the process, and the caller's global state is restored on exit. Not reentrant.
     """
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int | list[int]):
         entropy = int(np.random.SeedSequence(seed).generate_state(1)[0])   # any seed >= 0 -> 32 bits
         self._np = np.random.RandomState(entropy).get_state()
         self._py = random.Random(entropy).getstate()

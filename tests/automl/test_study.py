@@ -78,3 +78,29 @@ def test_failed_trial_is_recorded_and_told_as_worst(tmp_path):
     df = pd.read_csv(outcome.paths["trials"], keep_default_na=False)
     assert (df.status == "failed").all() and df.error.str.contains("diverged").all()
     assert outcome.best is None
+
+
+def test_final_training_continues_the_delivered_network_and_resumes(tmp_path):
+    """--final-epochs: the delivered child trained on into final/, scored like a trial; a finished
+    study resumed with --final-epochs trains then, and a second resume keeps what is there."""
+    import json
+
+    import torch
+
+    from searchers.result import load_model
+
+    cfg = tiny_config(tmp_path, trials=2)
+    outcome = run_study(cfg, runner="local")
+    assert "final" not in outcome.paths and outcome.final is None
+    trained = run_study(tiny_config(tmp_path, trials=2, final_epochs=2), runner="local", resume=True)
+    final = json.loads((trained.paths["final"] / "result.json").read_text())
+    assert final["epochs"] == 2 and len(final["history"]) == 2 and final["arch"] == trained.best.arch
+    assert final["runtime_ms"] == trained.best.runtime_ms and 0 < final["test_acc"] <= 1
+    _, searched = load_model(trained.paths["best"] / "model.pt")
+    _, after = load_model(trained.paths["final"] / "model.pt")
+    assert any(not torch.equal(a, b) for a, b in zip(searched.state_dict().values(), after.state_dict().values()))
+    stamp = (trained.paths["final"] / "model.pt").stat().st_mtime_ns
+    again = run_study(tiny_config(tmp_path, trials=2, final_epochs=2), runner="local", resume=True)
+    assert again.final == trained.final and (again.paths["final"] / "model.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(UsageError, match="final epochs"):
+        tiny_config(tmp_path, final_epochs=-1)
