@@ -44,6 +44,8 @@ def add_common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--data-limit", type=int, default=None, help="at most N images of each split, a stratified subset (quick runs, CPU-sized studies)")
     p.add_argument("--out", default=out_default)
     p.add_argument("--resume", action="store_true", help="continue the study in --out")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print Ray Tune's own output (its configuration and result boxes)")
 
 
 def add_solver_options(p: argparse.ArgumentParser, solver_flag: str = "--solver") -> None:

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     from automl.tuning import run_study
 
     config = config_from_args(args)
-    outcome = run_study(config, resume=args.resume, runner=args.runner)
+    outcome = run_study(config, resume=args.resume, runner=args.runner, verbose=int(args.verbose), live=True)
     print_outcome(outcome)
     return 0
 
