@@ -56,8 +56,9 @@ def prepare_out(config: StudyConfig, resume: bool) -> Path:
 
 def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
               on_row: Callable[[TrialRow], None] | None = None, trial_fn=None, verbose: int = 1,
-              live: bool = False) -> StudyOutcome:
-    """`verbose`: Ray Tune's own output (0: none). `live`: print the compact view (automl/live.py)."""
+              live: bool = False, on_start: Callable[[Path], None] | None = None) -> StudyOutcome:
+    """`verbose`: Ray Tune's own output (0: none). `live`: print the compact view (automl/live.py).
+    `on_start(out)`: called once the input is checked and the study folder exists, before any trial."""
     from .solvers import make_solver
 
     # Absolute: Ray runs each trial in its own working directory, where a relative --out would land.
@@ -71,6 +72,8 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
                          **config.solver_options)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "study.json")
+    if on_start:
+        on_start(out)
     table = TrialsTable(out / "trials.csv", space.names)
     for row in table.rows:  # resume: the solver learns every finished trial again; none is re-run
         solver.charge(row.fidelity, row.trial_id)
