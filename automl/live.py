@@ -63,13 +63,14 @@ class LiveView:
         self.drawn_at: float | None = None  # when the in-place line was last drawn (terminal only)
 
     # -- events -------------------------------------------------------------------------------------
-    def begin(self) -> None:
-        """What the study is about to do, in one line (and how much a resumed one has done)."""
+    def begin(self, at_a_time: int = 1) -> None:
+        """What the study is about to do, in one line (and how much a resumed one has done).
+        `at_a_time`: trials the runner runs side by side (the local runner: one)."""
         c = self.config
         unit = "ms" if c.target_metric == "runtime_ms" else "MFLOPs"
         resumed = f"; resuming after {len(self.rows)} trials, {self.done_epochs} epochs" if self.rows else ""
         self._print(f"{c.searcher}: tuning {', '.join(c.space().names)} toward {c.target:g} {unit} with {c.solver}, "
-                    f"up to {c.trials} trials / {self.max_epochs} search epochs, {c.concurrency} at a time{resumed}")
+                    f"up to {c.trials} trials / {self.max_epochs} search epochs, {at_a_time} at a time{resumed}")
         self.start = self.clock()
 
     def started(self, trial_id: int) -> None:

@@ -98,7 +98,7 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
             if dashboard:
                 print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)
             if view:
-                view.begin()
+                view.begin(config.concurrency)
             run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose,
                     callbacks=[view.ray_callback()] if view else ())
         elif runner == "local":

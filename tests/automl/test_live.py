@@ -99,7 +99,8 @@ def test_local_study_prints_a_few_lines(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     trials = [ln for ln in lines if ln.startswith("trial ")]
     assert [ln.split()[1] for ln in trials] == ["0", "1", "2"] and all(" ep  " in ln for ln in trials)
-    assert lines[0].startswith("single-path: tuning lam toward 80 ms with random, up to 3 trials / 3 search epochs")
+    assert lines[0] == f"study folder: {tmp_path / 's'}"
+    assert lines[1].startswith("single-path: tuning lam toward 80 ms with random, up to 3 trials / 3 search epochs, 1 at a time")
     assert sum(ln.startswith("[3/3 epochs] trials 3 done, 0 running") for ln in lines) == 1
     assert any(ln.startswith("best lam = ") for ln in lines) and len(lines) <= 40, "\n".join(lines)
 
