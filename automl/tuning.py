@@ -92,28 +92,37 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
     remaining = config.trials - len(table.rows)
     dashboard = None
     if remaining > 0:
-        if runner == "ray":
-            from .runners.ray_tune import run_ray, start_ray
-            dashboard = start_ray(config, verbose=verbose)
-            if dashboard:
-                print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)
+        try:
+            dashboard = _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, view)
+        finally:   # an interrupted run too leaves its last progress line, ended by a newline
             if view:
-                view.begin(config.concurrency)
-            run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose,
-                    callbacks=[view.ray_callback()] if view else ())
-        elif runner == "local":
-            from .runners.local import run_local
-            from .study import run_trial
-            fn = trial_fn or run_trial
-            if view:
-                view.begin()
-            run_local(config, solver, max_trials=remaining, on_row=record,
-                      trial_fn=view.local_trial_fn(fn) if view else fn)
-        else:
-            raise UsageError(f"unknown runner {runner!r}; valid choices: ray, local")
-        if view:
-            view.close()
+                view.close()
     return finalize(config, table, dashboard)
+
+
+def _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, view) -> str | None:
+    """Run up to `remaining` trials on `runner`; returns the dashboard URL when Ray started one."""
+    dashboard = None
+    if runner == "ray":
+        from .runners.ray_tune import run_ray, start_ray
+        dashboard = start_ray(config, verbose=verbose)
+        if dashboard:
+            print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)
+        if view:
+            view.begin(config.concurrency)
+        run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose,
+                callbacks=[view.ray_callback()] if view else ())
+    elif runner == "local":
+        from .runners.local import run_local
+        from .study import run_trial
+        fn = trial_fn or run_trial
+        if view:
+            view.begin()
+        run_local(config, solver, max_trials=remaining, on_row=record,
+                  trial_fn=view.local_trial_fn(fn) if view else fn)
+    else:
+        raise UsageError(f"unknown runner {runner!r}; valid choices: ray, local")
+    return dashboard
 
 
 def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = None) -> StudyOutcome:
