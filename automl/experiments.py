@@ -106,7 +106,7 @@ def run_substudy(config: StudyConfig, *, resume: bool, runner: str = "local", so
     if remaining > 0:
         if runner == "ray":
             from .runners.ray_tune import run_ray, start_ray
-            url = start_ray(config)
+            url = start_ray(config, verbose=verbose)
             if url and not _dashboard_printed:
                 print(f"Ray dashboard: {url}", flush=True)
                 _dashboard_printed = True

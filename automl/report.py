@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,55 +38,212 @@ def verdict_html(verdict) -> str:
 
 
 def write_report(path: Path, table, config, verdict=None) -> Path:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
+    """report.html of one study: the verdict on top, then one figure per question a user asks (how the
+    tuned value moved cost and accuracy, how the reward grew with spent epochs, where the delivered
+    network sits among the trials, what it is layer by layer) and a sortable trials table."""
     df = table.frame()
-    ok = df[df["status"] == "ok"].copy()
-    metric = "runtime_ms" if config.target_metric == "runtime_ms" else "mflops"
-    if metric == "mflops":
-        ok["mflops"] = ok["flops"].astype(float) / 1e6
-    unit = "ms" if metric == "runtime_ms" else "MFLOPs"
-    pname = table.param_names[0] if table.param_names else None
-    fig = make_subplots(rows=2, cols=2, subplot_titles=(
-        "best reward (Eq. 19) vs cumulative search epochs", f"{pname} vs {unit}",
-        f"{pname} vs validation accuracy", f"accuracy vs {unit} (Pareto front)"))
-    if len(df):
-        x, y = best_so_far_curve(df)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name="best reward", line_shape="hv"), 1, 1)
-    if len(ok) and pname:
-        hover = ok["arch"].map(lambda a: html.escape(str(a))[:200])
-        fig.add_trace(go.Scatter(x=ok[pname], y=ok[metric], mode="markers", name=unit, text=hover,
-                                 marker=dict(color=ok["fidelity"], colorscale="Viridis", showscale=False)), 1, 2)
-        fig.add_hline(y=config.target, line_dash="dash", annotation_text="target", row=1, col=2)
-        fig.add_trace(go.Scatter(x=ok[pname], y=ok["val_acc"], mode="markers", name="val acc", text=hover), 2, 1)
-        fig.update_xaxes(type="log" if _is_log(config, pname) else "linear", row=1, col=2)
-        fig.update_xaxes(type="log" if _is_log(config, pname) else "linear", row=2, col=1)
-        cost, acc = ok[metric].to_numpy(float), ok["val_acc"].to_numpy(float)
-        fig.add_trace(go.Scatter(x=cost, y=acc, mode="markers", name="trials", text=hover), 2, 2)
-        f = pareto_front(cost, acc)
-        fig.add_trace(go.Scatter(x=cost[f], y=acc[f], mode="lines+markers", name="Pareto front",
-                                 line_shape="hv"), 2, 2)
-        fig.add_vline(x=config.target, line_dash="dash", annotation_text="target", row=2, col=2)
-    fig.update_layout(height=900, title=f"{config.searcher} tuned by {config.solver} toward {config.target_obj}",
-                      showlegend=False)
     best = table.best(config.fidelity, config.target, lambda r: config.target_obj.measure(r.runtime_ms, r.flops))
-    summary = "<p>No successful trial.</p>" if best is None else (
-        f"<p><b>Delivered trial {best.trial_id}</b>: {html.escape(str(best.params))}, val acc {best.val_acc:.4f}, "
-        f"test acc {best.test_acc:.4f}, runtime {best.runtime_ms if best.runtime_ms is not None else '-'} ms, "
-        f"{(best.flops or 0) / 1e6:.2f} MFLOPs, reward {best.reward:.4f}<br><code>{html.escape(best.arch)}</code></p>")
     if verdict is None:
         from .verdict import make_verdict
         verdict = make_verdict(table, config, best)
-    body = fig.to_html(full_html=False, include_plotlyjs=True)
-    table_html = df.drop(columns=["result_dir", "val_correct"], errors="ignore").to_html(
-        index=False, float_format=lambda v: f"{v:.4g}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>study report</title></head><body>"
-            f"<h1>{html.escape(fig.layout.title.text)}</h1>{verdict_html(verdict)}{summary}{body}<h2>Trials</h2>{table_html}</body></html>")
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
-    return path
+    ok = df[df["status"] == "ok"].copy()
+    ok["cost"] = ok["runtime_ms"].astype(float) if config.target_metric == "runtime_ms" else \
+        ok["flops"].astype(float) / 1e6
+    view = _View(config=config, ok=ok, best=best, pname=table.param_names[0] if table.param_names else None)
+    figures = [fig_tuned_vs_cost(view), fig_tuned_vs_accuracy(view), fig_best_reward(df),
+               fig_accuracy_vs_cost(view), fig_architectures(view)]
+    title = f"{config.searcher} tuned by {config.solver} toward {config.target_obj}"
+    return write_page(path, title, [verdict_html(verdict), delivered_html(best, config),
+                                    *[f for f in figures if f is not None],
+                                    "<h2>Trials</h2>", sortable_table(df)])
+
+
+@dataclass(frozen=True)
+class _View:
+    """What every figure of one study's report reads."""
+
+    config: object
+    ok: object            # the successful trials, with a `cost` column in the target's unit
+    best: object          # the delivered TrialRow, or None
+    pname: str | None     # the (first) tuned hyperparameter
+
+    @property
+    def cost_title(self) -> str:
+        c = self.config
+        return f"runtime on {c.profile} (ms)" if c.target_metric == "runtime_ms" else "FLOPs (MFLOPs, multiply-adds)"
+
+    @property
+    def tuned_title(self) -> str:
+        log = _is_log(self.config, self.pname)
+        return f"{self.pname} ({'log scale' if log else 'linear'})"
+
+    def delivered(self):
+        """The delivered trial's row of `ok` (empty when none)."""
+        return self.ok[self.ok["trial_id"] == self.best.trial_id] if self.best is not None else self.ok.iloc[:0]
+
+
+def _figure(title: str, x_title: str, y_title: str, height: int = 420):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.update_layout(title=title, height=height, margin=dict(t=60, b=60), legend=dict(orientation="h", y=-0.2))
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+def _trial_hover(ok) -> list[str]:
+    return [f"trial {t}<br>{html.escape(str(a))[:120]}" for t, a in zip(ok["trial_id"], ok["arch"])]
+
+
+def _mark_delivered(fig, view: "_View", x: str, y: str) -> None:
+    import plotly.graph_objects as go
+
+    d = view.delivered()
+    if len(d):
+        fig.add_trace(go.Scatter(x=d[x], y=d[y], mode="markers", name=f"delivered (trial {view.best.trial_id})",
+                                 marker=dict(symbol="star", size=18, color="#d62728", line=dict(width=1))))
+
+
+def fig_tuned_vs_cost(view: "_View"):
+    """The tuned value against the cost it led to, the target drawn: does the knob move the cost?"""
+    import plotly.graph_objects as go
+
+    if view.pname is None or not len(view.ok):
+        return None
+    fig = _figure(f"{view.pname} vs cost (target {view.config.target:g})", view.tuned_title, view.cost_title)
+    fig.add_trace(go.Scatter(x=view.ok[view.pname], y=view.ok["cost"], mode="markers", name="trials",
+                             text=_trial_hover(view.ok), marker=dict(color=view.ok["fidelity"], colorscale="Viridis",
+                                                                     colorbar=dict(title="epochs"), size=9)))
+    _mark_delivered(fig, view, view.pname, "cost")
+    fig.add_hline(y=view.config.target, line_dash="dash", line_color="#d62728", annotation_text="target")
+    fig.update_xaxes(type="log" if _is_log(view.config, view.pname) else "linear")
+    return fig
+
+
+def fig_tuned_vs_accuracy(view: "_View"):
+    import plotly.graph_objects as go
+
+    if view.pname is None or not len(view.ok):
+        return None
+    fig = _figure(f"{view.pname} vs validation accuracy", view.tuned_title, "validation accuracy (fraction)")
+    fig.add_trace(go.Scatter(x=view.ok[view.pname], y=view.ok["val_acc"], mode="markers", name="trials",
+                             text=_trial_hover(view.ok), marker=dict(size=9)))
+    _mark_delivered(fig, view, view.pname, "val_acc")
+    fig.update_xaxes(type="log" if _is_log(view.config, view.pname) else "linear")
+    return fig
+
+
+def fig_best_reward(df):
+    """Best Eq. 19 reward so far against search epochs spent: what more budget would buy."""
+    import plotly.graph_objects as go
+
+    if not len(df):
+        return None
+    x, y = best_so_far_curve(df)
+    fig = _figure("best reward so far vs search epochs spent", "search epochs spent (cumulative)",
+                  "best reward so far (Eq. 19, 0-1)")
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name="best reward", line_shape="hv"))
+    # Eq. 19 is accuracy times (R/RT)^w <= 1: a fixed 0-1 axis compares studies at a glance
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_xaxes(rangemode="tozero")
+    return fig
+
+
+def fig_accuracy_vs_cost(view: "_View"):
+    """Every trial's accuracy against its cost, the Pareto front, the target and the delivered network."""
+    import plotly.graph_objects as go
+
+    if not len(view.ok):
+        return None
+    fig = _figure("validation accuracy vs cost (Pareto front)", view.cost_title, "validation accuracy (fraction)")
+    cost, acc = view.ok["cost"].to_numpy(float), view.ok["val_acc"].to_numpy(float)
+    fig.add_trace(go.Scatter(x=cost, y=acc, mode="markers", name="trials", text=_trial_hover(view.ok),
+                             marker=dict(size=9)))
+    f = pareto_front(cost, acc)
+    fig.add_trace(go.Scatter(x=cost[f], y=acc[f], mode="lines", name="Pareto front", line_shape="hv"))
+    _mark_delivered(fig, view, "cost", "val_acc")
+    fig.add_vline(x=view.config.target, line_dash="dash", line_color="#d62728", annotation_text="target")
+    return fig
+
+
+def fig_architectures(view: "_View", max_rows: int = 30):
+    """The delivered architecture and the others as strips of the 20 searchable layers: each cell a
+    layer's decision (kernel, expansion, SE, or skip), coloured by its runtime from the device profile;
+    stage boundaries drawn. MBConv space only (the profile prices nothing else)."""
+    import plotly.graph_objects as go
+
+    from searchers.cost import load_profile
+    from searchers.cost.price import price
+    from searchers.spaces.mbconv import LAYERS_PER_STAGE, NUM_SEARCHABLE, MBConvArch
+
+    if not len(view.ok) or not view.ok["arch"].astype(str).str.startswith("mbconv ").all():
+        return None
+    profile = load_profile(view.config.profile)
+    rows = view.ok.sort_values("cost")
+    if view.best is not None:   # the delivered network on top
+        rows = rows.iloc[np.argsort(rows["trial_id"].to_numpy() != view.best.trial_id, kind="stable")]
+    rows = rows.head(max_rows)
+    z, text, hover, labels = [], [], [], []
+    for t, a, c in zip(rows["trial_id"], rows["arch"], rows["cost"]):
+        p = price(MBConvArch.parse(a), profile)
+        z.append([lp.runtime_ms if lp.block != "skip" else None for lp in p.layers])
+        text.append([lp.block.replace("se0.", "se.") for lp in p.layers])
+        hover.append([f"trial {t}, layer {lp.layer} (stage {lp.stage})<br>{lp.block}: {lp.runtime_ms:.2f} ms, "
+                      f"{lp.macs_profile / 1e6:.2f}M MACs at {p.profile_size}" for lp in p.layers])
+        delivered = view.best is not None and t == view.best.trial_id
+        labels.append(f"{'delivered ' if delivered else ''}trial {t} ({c:.4g})")
+    fig = _figure(f"architectures: the {NUM_SEARCHABLE} searchable layers, coloured by runtime on {profile.name}",
+                  "searchable layer (stages separated by lines)", "trial (cost)", height=160 + 28 * len(rows))
+    fig.add_trace(go.Heatmap(z=z, x=list(range(1, NUM_SEARCHABLE + 1)), y=labels, text=text,
+                             texttemplate="%{text}", hovertext=hover, hoverinfo="text", colorscale="YlOrRd",
+                             colorbar=dict(title="layer ms"), xgap=2, ygap=2))
+    for b in range(LAYERS_PER_STAGE, NUM_SEARCHABLE, LAYERS_PER_STAGE):
+        fig.add_vline(x=b + 0.5, line_width=3, line_color="#333")
+    fig.update_xaxes(tickmode="linear", dtick=1)
+    fig.update_yaxes(autorange="reversed", type="category")
+    return fig
+
+
+def delivered_html(best, config) -> str:
+    if best is None:
+        return "<p>No successful trial.</p>"
+    unit = "ms" if config.target_metric == "runtime_ms" else "MFLOPs"
+    cost = best.runtime_ms if unit == "ms" else (best.flops or 0) / 1e6
+    params = ", ".join(f"{k} = {v:.4g}" for k, v in best.params.items())
+    return (f"<p><b>Delivered trial {best.trial_id}</b>: {html.escape(params)}; val acc {best.val_acc:.4f}, "
+            f"test acc {best.test_acc:.4f}; {cost:.2f} {unit} (target {config.target:g}); "
+            f"{(best.flops or 0) / 1e6:.2f} MFLOPs; reward {best.reward:.4f}</p>"
+            f"<div style='overflow-x:auto'><code style='white-space:nowrap'>{html.escape(best.arch)}</code></div>")
+
+
+# Click a header to sort by it (again: the other way); numbers sort as numbers, blanks last.
+SORT_JS = """<script>
+document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+  th.style.cursor = 'pointer'; th.title = 'sort';
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0], rows = Array.from(body.rows);
+    var dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir === 1 ? 'asc' : 'desc';
+    var key = function (r) { var t = r.cells[col].textContent.trim(), n = Number(t);
+                             return t === '' ? null : (isNaN(n) ? t : n); };
+    rows.sort(function (a, b) { var x = key(a), y = key(b);
+      if (x === null) return 1; if (y === null) return -1;
+      return (typeof x === typeof y ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === 'number' ? -1 : 1)) * dir; });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+</script>"""
+
+
+def sortable_table(df) -> str:
+    """The trials as an HTML table a person can sort by any column; one line per trial (the
+    architecture does not wrap: the table scrolls sideways)."""
+    shown = df.drop(columns=["result_dir", "val_correct"], errors="ignore")
+    table = shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", classes="sortable", border=0)
+    style = ("<style>table.sortable{border-collapse:collapse;font:13px sans-serif}"
+             "table.sortable td,table.sortable th{padding:2px 8px;border-bottom:1px solid #ddd;white-space:nowrap}"
+             "table.sortable th{background:#f0f0f0;position:sticky;top:0}</style>")
+    return f"{style}<div style='overflow-x:auto'>{table}</div>{SORT_JS}"
 
 
 def _is_log(config, name: str) -> bool:

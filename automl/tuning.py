@@ -13,6 +13,7 @@ from typing import Callable
 from searchers.errors import UsageError
 from searchers.result import check_writable
 
+from .live import LiveView
 from .results import TrialsTable, write_json
 from .study import StudyConfig, TrialRow, cached_task, observation
 from .verdict import Verdict, make_verdict
@@ -54,7 +55,10 @@ def prepare_out(config: StudyConfig, resume: bool) -> Path:
 
 
 def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
-              on_row: Callable[[TrialRow], None] | None = None, trial_fn=None, verbose: int = 1) -> StudyOutcome:
+              on_row: Callable[[TrialRow], None] | None = None, trial_fn=None, verbose: int = 1,
+              live: bool = False, on_start: Callable[[Path], None] | None = None) -> StudyOutcome:
+    """`verbose`: Ray Tune's own output (0: none). `live`: print the compact view (automl/live.py).
+    `on_start(out)`: called once the input is checked and the study folder exists, before any trial."""
     from .solvers import make_solver
 
     # Absolute: Ray runs each trial in its own working directory, where a relative --out would land.
@@ -68,32 +72,57 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
                          **config.solver_options)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "study.json")
+    if on_start:
+        on_start(out)
     table = TrialsTable(out / "trials.csv", space.names)
     for row in table.rows:  # resume: the solver learns every finished trial again; none is re-run
         solver.charge(row.fidelity, row.trial_id)
         solver.tell(observation(config, row))
 
+    # With Ray's own lines on (verbose), the view prints plain lines: no redraw in place among them.
+    view = LiveView(config, done=table.rows, tty=None if verbose == 0 else False) if live else None
+
     def record(row: TrialRow):
         table.append(row)
         if on_row:
             on_row(row)
+        if view:
+            view.finished(row)
 
     remaining = config.trials - len(table.rows)
     dashboard = None
     if remaining > 0:
-        if runner == "ray":
-            from .runners.ray_tune import run_ray, start_ray
-            dashboard = start_ray(config)
-            if dashboard:
-                print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)
-            run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose)
-        elif runner == "local":
-            from .runners.local import run_local
-            kw = {"trial_fn": trial_fn} if trial_fn else {}
-            run_local(config, solver, max_trials=remaining, on_row=record, **kw)
-        else:
-            raise UsageError(f"unknown runner {runner!r}; valid choices: ray, local")
+        try:
+            dashboard = _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, view)
+        finally:   # an interrupted run too leaves its last progress line, ended by a newline
+            if view:
+                view.close()
     return finalize(config, table, dashboard)
+
+
+def _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, view) -> str | None:
+    """Run up to `remaining` trials on `runner`; returns the dashboard URL when Ray started one."""
+    dashboard = None
+    if runner == "ray":
+        from .runners.ray_tune import run_ray, start_ray
+        dashboard = start_ray(config, verbose=verbose)
+        if dashboard:
+            print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)
+        if view:
+            view.begin(config.concurrency)
+        run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose,
+                callbacks=[view.ray_callback()] if view else ())
+    elif runner == "local":
+        from .runners.local import run_local
+        from .study import run_trial
+        fn = trial_fn or run_trial
+        if view:
+            view.begin()
+        run_local(config, solver, max_trials=remaining, on_row=record,
+                  trial_fn=view.local_trial_fn(fn) if view else fn)
+    else:
+        raise UsageError(f"unknown runner {runner!r}; valid choices: ray, local")
+    return dashboard
 
 
 def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = None) -> StudyOutcome:

@@ -3,6 +3,7 @@
     python -m searchers run single-path --lam 0.02 --epochs 8 --data digits --out runs/sp
     python -m searchers run random --target-ms 80 --epochs 4 --out runs/rs
     python -m searchers info --profile pixel1-single-path
+    python -m searchers info --arch "mbconv w1 i32 n10 | k5e6 skip ... | ..."   # price one architecture
     python -m searchers profile --device cpu --threads 1 --image-size 224 --out my-cpu.json
 
 Bad input prints one line `error: ...` and exits with code 2, before anything is written.
@@ -103,14 +104,36 @@ def cmd_run(name: str, argv: list[str]) -> int:
     return 0
 
 
+def _arch_argument(value: str) -> str:
+    """--arch takes the string itself, or a result.json (or the folder holding one) to read it from."""
+    path = Path(value).expanduser()
+    if "|" not in value and (path.is_file() or (path / "result.json").is_file()):
+        path = path if path.is_file() else path / "result.json"
+        try:
+            return json.loads(path.read_text())["arch"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            raise UsageError(f"--arch {value}: not a result.json with an 'arch' field") from None
+    return value
+
+
 def cmd_info(argv: list[str]) -> int:
     from .cost import load_profile
     from .cost.runtime import runtime_range
 
     p = argparse.ArgumentParser(prog="python -m searchers info")
     p.add_argument("--profile", default="pixel1-single-path")
+    p.add_argument("--arch", help="price an architecture: its string (as in result.json), or a result.json / "
+                                  "result folder; prints runtime per layer, MACs and parameters")
+    p.add_argument("--json", action="store_true", help="with --arch: print the price as JSON")
     args = p.parse_args(argv)
     prof = load_profile(args.profile)
+    if args.arch is not None:
+        from .cost.price import price
+        from .spaces.mbconv import MBConvArch
+
+        priced = price(MBConvArch.parse(_arch_argument(args.arch).strip()), prof)
+        print(json.dumps(priced.to_json(), indent=2) if args.json else "\n".join(priced.lines()))
+        return 0
     lo, hi = runtime_range(prof)
     print(json.dumps({"profile": prof.name, "device": prof.device, "input_size": prof.input_size,
                       "runtime_ms_min": round(lo, 2), "runtime_ms_max": round(hi, 2),

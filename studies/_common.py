@@ -28,7 +28,7 @@ def parse_kv(items: list[str], flag: str = "--param") -> dict:
     return out
 
 
-def add_common(p: argparse.ArgumentParser, out_default: str) -> None:
+def add_common(p: argparse.ArgumentParser, out_default: str | None, out_help: str | None = None) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--target-ms", type=float, default=None, help="runtime target RT of Eq. 19 (ms on --profile)")
     g.add_argument("--target-mflops", type=float, default=None, help="FLOPs target RT of Eq. 19 (MFLOPs)")
@@ -42,8 +42,10 @@ def add_common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--width", type=float, default=None, help="supernet width (default: 0.25 on digits, else 1.0)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--data-limit", type=int, default=None, help="at most N images of each split, a stratified subset (quick runs, CPU-sized studies)")
-    p.add_argument("--out", default=out_default)
+    p.add_argument("--out", default=out_default, help=out_help)
     p.add_argument("--resume", action="store_true", help="continue the study in --out")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print Ray Tune's own output (its configuration and result boxes)")
 
 
 def add_solver_options(p: argparse.ArgumentParser, solver_flag: str = "--solver") -> None:

@@ -9,7 +9,8 @@ import os
 from _common import default_width, parse_kv, target_of
 
 # Flags that change how an experiment runs, not what it computes: --resume may change them.
-RUN_ONLY = ("runner", "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "resume", "out", "quick")
+RUN_ONLY = ("runner", "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "resume", "out", "quick",
+            "verbose")
 
 # --quick: the embedded digits task, tiny searches (StudyConfig tests' scale); each study adds its own.
 QUICK = dict(data_limit=96)
@@ -75,13 +76,10 @@ def check_ray(args) -> None:
 
 
 def progress(prefix: str):
-    """A one-line print per finished trial."""
+    """A one-line print per finished trial, as tune_lambda prints it (automl/live.py), with the seed:
+    the repeats of an experiment differ by it."""
+    from automl.live import format_row
+
     def show(row):
-        p = ", ".join(f"{k}={v:.4g}" for k, v in row.params.items())
-        if row.status == "ok":
-            r = f"{row.runtime_ms:.1f} ms" if row.runtime_ms is not None else f"{(row.flops or 0) / 1e6:.1f} MFLOPs"
-            print(f"{prefix} trial {row.trial_id} [{p}] {row.fidelity} ep, seed {row.seed}: val {row.val_acc:.3f} {r} "
-                  f"reward {row.reward:.3f} ({row.wall_s:.1f} s)", flush=True)
-        else:
-            print(f"{prefix} trial {row.trial_id} [{p}] seed {row.seed} failed: {row.error[:120]}", flush=True)
+        print(f"{prefix} (seed {row.seed}): {format_row(row)}", flush=True)
     return show

@@ -101,7 +101,8 @@ def main(argv=None) -> int:
         for s in solvers:
             t0 = time.perf_counter()
             t = run_substudy(configs[s, r], resume=args.resume, runner=runner, trial_fn=trial_fn,
-                             on_row=None if table is not None else progress(f"{s} repeat {r}"))
+                             on_row=None if table is not None else progress(f"{s} repeat {r}"),
+                             verbose=int(args.verbose))
             df = t.frame()
             df.insert(2, "repeat", r)
             frames[s, r] = df

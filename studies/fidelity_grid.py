@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     name = config.space().names[0]
     # StudyConfig admits registered solvers only: the grid's rows are labelled "grid" (study.json says random)
     table = run_substudy(config, resume=args.resume, runner=args.runner, label="grid",
-                         solver=GridSolver(config.space(), points, seed=args.seed), on_row=progress("grid"))
+                         solver=GridSolver(config.space(), points, seed=args.seed), on_row=progress("grid"),
+                         verbose=int(args.verbose))
     df = table.frame().rename(columns={"fidelity": "epochs"})
     df.to_csv(out / "grid.csv", index=False)
     epoch_table(out / "grid").to_csv(out / "epochs.csv", index=False)

@@ -6,6 +6,10 @@
     python studies/tune_lambda.py --target-ms 80 --solver bo --solver-option init_points=3
     python studies/tune_lambda.py --target-ms 80 --resume --final-epochs 8   # train the delivered network on
 
+Without --out each run writes to a folder of its own, runs/tune-lambda/YYYY-mm-dd_HHMMSS (printed at
+the start; runs/tune-lambda/latest links the last one), and --resume alone continues the latest run.
+It prints one line per finished trial and a progress line (automl/live.py); -v adds Ray Tune's own.
+
 Each trial is one full NAS search run by Ray Tune; the solver picks the next value to maximise the
 reward of Eq. 19 (Single-Path NAS paper, Sec. VII-B). Ends with the best value, its architecture,
 accuracy, runtime and reward, the verdict (target met or missed, why, what to do; automl/verdict.py)
@@ -15,15 +19,20 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from _common import add_common, add_solver_options, default_width, parse_kv, parse_ranges, run_cli, target_of
 
 from automl.solvers import list_solvers
 
+RUNS = "runs/tune-lambda"   # without --out, each run gets a folder of its own in here
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common(p, "runs/tune-lambda")
+    add_common(p, None, out_help=f"study folder; refused if it holds a study, unless --resume (default: a new "
+                                 f"folder {RUNS}/YYYY-mm-dd_HHMMSS per run, {RUNS}/latest links the last one; "
+                                 f"--resume alone continues it)")
     p.add_argument("--solver", default="cbo", help=" | ".join(list_solvers()))
     add_solver_options(p)
     p.add_argument("--range", action="append", default=None, metavar="NAME=LOW:HIGH",
@@ -45,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def study_folder(args) -> str:
+    """--out, or without it a new folder per run (--resume: the latest run); automl/run_dirs.py."""
+    from automl.run_dirs import latest_run_dir, new_run_dir
+
+    if args.out is not None:
+        return args.out
+    return str(latest_run_dir(RUNS) if args.resume else new_run_dir(RUNS))
+
+
 def config_from_args(args):
     from automl.study import StudyConfig
 
@@ -52,7 +70,7 @@ def config_from_args(args):
     cpus = args.cpus_per_trial or max(1.0, (os.cpu_count() or 1) // args.concurrency)
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
         1.0 / args.concurrency if args.device.startswith("cuda") else 0.0)
-    return StudyConfig(out=args.out, searcher=args.searcher, searcher_params=parse_kv(args.param),
+    return StudyConfig(out=study_folder(args), searcher=args.searcher, searcher_params=parse_kv(args.param),
                        solver=args.solver, solver_options=parse_kv(args.solver_option, "--solver-option"),
                        target=target, target_metric=metric, trials=args.trials,
                        budget_epochs=args.budget_epochs, fidelity=args.fidelity, min_fidelity=args.min_fidelity,
@@ -89,12 +107,28 @@ def print_outcome(outcome) -> None:
         print(f"{k:>8}: {v}")
 
 
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when under it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from automl.tuning import run_study
 
     config = config_from_args(args)
-    outcome = run_study(config, resume=args.resume, runner=args.runner)
+
+    def started(out: Path):
+        if args.out is None:   # a run of its own: runs/tune-lambda/latest now points at it
+            from automl.run_dirs import link_latest
+            link_latest(out)
+        print(f"study folder: {_shown(out)}", flush=True)
+
+    outcome = run_study(config, resume=args.resume, runner=args.runner, verbose=int(args.verbose), live=True,
+                        on_start=started)
     print_outcome(outcome)
     return 0
 

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     seeds = [args.seed + 1 + r for r in range(args.repeats)]   # not the tuning seed: no selection bias
     for name, p in plans.items():
         value, tune_reward = tuned_value(p["tune"], resume=args.resume, runner=args.runner,
-                                         on_row=progress(f"{name} tune"))
+                                         on_row=progress(f"{name} tune"), verbose=int(args.verbose))
         tuned.append({"formulation": name, "searcher": p["searcher"], "fixed": json.dumps(p["params"]),
                       "tuned": json.dumps(value), "tune_reward": tune_reward})
         if value is None:
@@ -152,7 +152,8 @@ def main(argv=None) -> int:
             continue
         inter = inter_runs(name, searcher=p["searcher"], params=p["params"], value=value, fields=p["fields"],
                            out=out / name, epochs=args.epochs, seeds=seeds, resume=args.resume, runner=args.runner,
-                           samples=args.intra_samples if p["softmax"] else 0, on_row=progress(f"{name} repeat"))
+                           samples=args.intra_samples if p["softmax"] else 0, on_row=progress(f"{name} repeat"),
+                           verbose=int(args.verbose))
         frames.append(inter)
         print(f"{name}: tuned {value or '(nothing to tune)'}; {len(inter)} repeats, "
               f"val acc {inter['val_acc'].astype(float).mean():.4f} ± {inter['val_acc'].astype(float).std():.4f}",

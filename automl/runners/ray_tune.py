@@ -7,6 +7,7 @@ on CPU. The solver sees only the finished trial's Eq. 19 reward, through on_tria
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -134,8 +135,11 @@ def make_adapter(solver: Solver, study: StudyConfig, on_row: Callable[[TrialRow]
     return SolverSearcher()
 
 
-def start_ray(study: StudyConfig, dashboard_host: str = "127.0.0.1") -> str | None:
-    """Join `study.address` or start a local Ray; return the dashboard URL (None when it has none)."""
+def start_ray(study: StudyConfig, dashboard_host: str = "127.0.0.1", verbose: int = 1) -> str | None:
+    """Join `study.address` or start a local Ray; return the dashboard URL (None when it has none).
+    `verbose` 0: Ray's driver logs only from warnings up (its INFO lines repeat what the study prints)."""
+    import logging
+
     import ray
 
     if ray.is_initialized():
@@ -144,14 +148,17 @@ def start_ray(study: StudyConfig, dashboard_host: str = "127.0.0.1") -> str | No
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kw = dict(address=study.address, include_dashboard=True, dashboard_host=dashboard_host,
               log_to_driver=False, configure_logging=False) if study.address else \
-        dict(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=False)
+        dict(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=False,
+             logging_level=logging.INFO if verbose else logging.WARNING)
     ctx = ray.init(**kw)
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url
 
 
 def run_ray(study: StudyConfig, solver: Solver, *, max_trials: int, on_row: Callable[[TrialRow], None],
-            verbose: int = 1) -> int:
+            verbose: int = 1, callbacks=()) -> int:
+    """`verbose` 0: Ray Tune prints nothing (the study's own view, automl/live.py, is fed through
+    `callbacks`, ray.tune Callbacks); 1: Ray Tune's configuration and result boxes."""
     from ray import tune
 
     rows: list[TrialRow] = []
@@ -170,9 +177,29 @@ def run_ray(study: StudyConfig, solver: Solver, *, max_trials: int, on_row: Call
                                     # load per trial (each searcher seeds itself, so no state leaks)
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name="ray", storage_path=str(Path(study.out).resolve()), verbose=verbose,
+            name="ray", storage_path=str(Path(study.out).resolve()), verbose=verbose, callbacks=list(callbacks),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=1)),
     )
-    tuner.fit()
+    with _quiet_tune(verbose == 0):
+        tuner.fit()
     return len(rows)
+
+
+@contextlib.contextmanager
+def _quiet_tune(quiet: bool):
+    """Ray Tune's newer output engine prints its configuration box and results path even at
+    verbose=0; its legacy engine (RAY_AIR_NEW_OUTPUT=0, a documented Ray setting) prints nothing at
+    verbose=0. Set for this fit only, so a caller's own setting comes back after it."""
+    if not quiet:
+        yield
+        return
+    old = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = old

@@ -79,25 +79,33 @@ def net_counts(net: NetDesc) -> tuple[int, int]:
     return macs, params
 
 
-def describe(arch: MBConvArch, image_size: int | None = None) -> NetDesc:
-    """The network of `arch` at `image_size` (default its own). At another size the strides are those of
-    that size (e.g. 224: the deployment network, whose first stage keeps its stride 2)."""
+def layer_descs(arch: MBConvArch, image_size: int | None = None) -> list[MBConvDesc | None]:
+    """The 22 MBConv positions (profile layers 0..21) of `arch` at `image_size` (default its own); None
+    where a layer is skipped. At another size the strides are those of that size (e.g. 224: the
+    deployment network, whose first stage keeps its stride 2)."""
     size = arch.image_size if image_size is None else image_size
-    specs, sizes = layer_specs(arch.width, size), feature_sizes(size, arch.width)
     layers = []
-    for spec, s in zip(specs, sizes):
+    for spec, s in zip(layer_specs(arch.width, size), feature_sizes(size, arch.width)):
         if not spec.searchable:  # fixed layers: 0 is k3 e1, 21 is k3 e6, neither has SE
             k, e, se = 3, (1 if spec.index == 0 else 6), 0.0
         else:
             b = arch.blocks[spec.index - 1]
             if b.skip:
+                layers.append(None)
                 continue
             k, e, se = b.kernel, b.expansion, b.se
         layers.append(MBConvDesc(spec.in_channels, spec.out_channels, k, e, spec.stride,
                                  se_channels(spec.in_channels, se), s))
-    return NetDesc(image_size=size, stem_channels=specs[0].in_channels, stem_stride=stem_stride(size),
-                   layers=tuple(layers), head_channels=round_channels(HEAD_CHANNELS, max(arch.width, 1.0)),
-                   num_classes=arch.num_classes)
+    return layers
+
+
+def describe(arch: MBConvArch, image_size: int | None = None) -> NetDesc:
+    """The network of `arch` at `image_size` (default its own), skipped layers left out."""
+    size = arch.image_size if image_size is None else image_size
+    return NetDesc(image_size=size, stem_channels=layer_specs(arch.width, size)[0].in_channels,
+                   stem_stride=stem_stride(size),
+                   layers=tuple(d for d in layer_descs(arch, size) if d is not None),
+                   head_channels=round_channels(HEAD_CHANNELS, max(arch.width, 1.0)), num_classes=arch.num_classes)
 
 
 def count_flops(arch: MBConvArch, image_size: int | None = None) -> int:

@@ -20,13 +20,24 @@ from .profiles import LAYERS, Profile
 Number = Any  # float or torch.Tensor
 
 
-def exact_runtime(profile: Profile, arch: MBConvArch) -> float:
-    """Runtime (ms) of a decoded architecture on the profiled device at the profile's input size."""
-    total = profile.constant_ms
+def layer_runtimes(profile: Profile, arch: MBConvArch) -> list[float]:
+    """Runtime (ms) of each searchable layer 1..20 of a decoded architecture: R^i_{k,e}, times s^i_{k,e}
+    when the layer has SE (Eq. 14), 0 when skipped."""
+    out = []
     for layer, b in zip(LAYERS, arch.blocks):
-        if not b.skip:
-            s = profile.se_factor(layer, b.kernel, b.expansion) if b.se else 1.0  # s_0.25 ~ s_0.5, obs. (i)
-            total += profile.layer_ms(layer, b.kernel, b.expansion) * s
+        if b.skip:
+            out.append(0.0)
+            continue
+        s = profile.se_factor(layer, b.kernel, b.expansion) if b.se else 1.0  # s_0.25 ~ s_0.5, obs. (i)
+        out.append(profile.layer_ms(layer, b.kernel, b.expansion) * s)
+    return out
+
+
+def exact_runtime(profile: Profile, arch: MBConvArch) -> float:
+    """Runtime (ms) of a decoded architecture on the profiled device at the profile's input size (Eq. 11)."""
+    total = profile.constant_ms
+    for ms in layer_runtimes(profile, arch):  # summed in layer order, as recorded studies were
+        total += ms
     return total
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 KERNELS = (3, 5)
 EXPANSIONS = (3, 6)
 SE_RATIOS = (0.0, 0.25, 0.5)
@@ -35,6 +37,10 @@ LAYERS_PER_STAGE = 4
 LAST_CHANNELS = 320          # fixed layer 21
 HEAD_CHANNELS = 1280
 NUM_SEARCHABLE = len(STAGES) * LAYERS_PER_STAGE  # 20, profile layers 1..20
+LAYER_GRAMMAR = "k{3,5}e{3,6} with an optional se0.25 or se0.5, or skip (e.g. k5e6se0.25, k3e3, skip)"
+GRAMMAR = (f"an mbconv architecture is 'mbconv w<width> i<image size> n<classes> | L L L L | ... ', "
+           f"{len(STAGES)} stages of {LAYERS_PER_STAGE} layers L separated by '|', a layer L being {LAYER_GRAMMAR}, "
+           f"skip never first in a stage")
 
 
 def round_channels(c: float, width: float, divisor: int = 8) -> int:
@@ -74,9 +80,10 @@ class Block:
     def parse(cls, token: str) -> "Block":
         if token == "skip":
             return cls(skip=True)
-        m = re.fullmatch(r"k(\d)e(\d)(?:se([0-9.]+))?", token)
-        if not m:
-            raise ValueError(f"bad block token {token!r} (expected e.g. k5e6se0.25, k3e3 or skip)")
+        m = re.fullmatch(r"k(\d+)e(\d+)(?:se(\d+(?:\.\d+)?))?", token)
+        # Check the values here, not only the shape: __post_init__'s assert is for code, not for users.
+        if not m or int(m[1]) not in KERNELS or int(m[2]) not in EXPANSIONS or float(m[3] or 0) not in SE_RATIOS:
+            raise UsageError(f"bad layer token {token!r}; a layer is {LAYER_GRAMMAR}")
         return cls(int(m[1]), int(m[2]), float(m[3] or 0.0))
 
 
@@ -133,12 +140,29 @@ class MBConvArch:
 
     @classmethod
     def parse(cls, s: str) -> "MBConvArch":
+        """The architecture of a string such as `str(arch)` writes; a bad one raises a UsageError (one line)
+        naming the first bad part and the grammar, so a hand-typed string is easy to fix."""
         head, *stages = [p.strip() for p in s.split("|")]
-        m = re.fullmatch(r"mbconv w([0-9.]+) i(\d+) n(\d+)", head)
-        if not m or len(stages) != len(STAGES):
-            raise ValueError(f"not an mbconv architecture string: {s!r}")
-        blocks = tuple(Block.parse(t) for st in stages for t in st.split())
-        return cls(blocks, width=float(m[1]), image_size=int(m[2]), num_classes=int(m[3]))
+        m = re.fullmatch(r"mbconv +w(\d+(?:\.\d+)?) +i(\d+) +n(\d+)", head)
+        if not m or float(m[1]) <= 0 or int(m[2]) < 1 or int(m[3]) < 1:
+            raise UsageError(f"bad head {head!r}; {GRAMMAR}")
+        if len(stages) != len(STAGES):
+            raise UsageError(f"{len(stages)} stages after the head, need {len(STAGES)}; {GRAMMAR}")
+        blocks = []
+        for si, stage in enumerate(stages, 1):
+            tokens = stage.split()
+            if len(tokens) != LAYERS_PER_STAGE:
+                raise UsageError(f"stage {si} {stage!r} has {len(tokens)} layers, need {LAYERS_PER_STAGE}; {GRAMMAR}")
+            for j, t in enumerate(tokens):
+                layer = len(blocks) + 1  # the profile's numbering, 1..20
+                if t == "skip" and j == 0:
+                    raise UsageError(f"bad layer token 'skip' at layer {layer}: the first layer of stage {si} "
+                                     f"changes the shape and cannot be skipped")
+                try:
+                    blocks.append(Block.parse(t))
+                except UsageError as err:
+                    raise UsageError(f"layer {layer}: {err}") from None
+        return cls(tuple(blocks), width=float(m[1]), image_size=int(m[2]), num_classes=int(m[3]))
 
     def build(self) -> "ChildNet":
         return ChildNet(self)

@@ -21,6 +21,31 @@ def test_info_reports_the_profile_range():
     assert info["runtime_ms_max"] == pytest.approx(131.46, abs=0.01)
 
 
+ARCH = ("mbconv w0.25 i32 n10 | k5e3se0.5 skip k3e3 k3e6se0.25 | k5e6 skip skip skip | k3e3 k3e3 k3e3 k3e3 | "
+        "k5e6se0.5 k5e6 k5e6 k5e6 | k3e3 skip skip k5e6")
+
+
+def test_info_prices_an_arch_string_and_a_result_file(tmp_path):
+    from searchers.cost import count_flops, count_params, exact_runtime, load_profile
+    from searchers.spaces.mbconv import MBConvArch
+
+    r = cli("info", "--arch", ARCH, "--json")
+    assert r.returncode == 0, r.stderr
+    got, arch = json.loads(r.stdout), MBConvArch.parse(ARCH)
+    assert got["runtime_ms"] == exact_runtime(load_profile("pixel1-single-path"), arch)
+    assert got["macs_profile"] == count_flops(arch, 224) and got["macs_task"] == count_flops(arch)
+    assert got["params"] == count_params(arch) and got["task_size"] == 32 and got["profile_size"] == 224
+    assert [lp["block"] for lp in got["layers"]] == ARCH.replace("|", "").split()[4:]
+    # Typed by hand with odd spacing, or read from a result folder: the same price, as text.
+    (tmp_path / "result.json").write_text(json.dumps({"arch": ARCH}))
+    for arch_arg in ("  " + ARCH.replace(" | ", "  |  "), str(tmp_path)):
+        r = cli("info", "--arch", arch_arg)
+        assert r.returncode == 0, r.stderr
+        assert f"runtime       {got['runtime_ms']:.2f} ms (exact table sum: 19.60 ms constant" in r.stdout
+        assert "MACs          38.48M at 224x224, 2.74M at 32x32" in r.stdout
+        assert r.stdout.splitlines()[-1].split()[:2] == ["total", f"{got['runtime_ms']:.2f}"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "single-path", "--variant", "gumbel"], "valid choices"),
     (["run", "nope"], "valid choices"),
@@ -30,6 +55,11 @@ def test_info_reports_the_profile_range():
     (["run", "single-path", "--lam", "-1"], "lam"),
     (["run", "single-path", "--out", "/proc/forbidden"], "not writable"),
     (["info", "--profile", "nope"], "valid choices"),
+    (["info", "--arch", ARCH.replace("k3e3 k3e3", "k3e3 k7e3", 1)], "layer 10: bad layer token 'k7e3'; a layer is k{3,5}"),
+    (["info", "--arch", ARCH.replace("k5e6 skip", "skip skip", 1)], "bad layer token 'skip' at layer 5"),
+    (["info", "--arch", ARCH.replace("w0.25 ", "")], "bad head 'mbconv i32 n10'; an mbconv architecture is"),
+    (["info", "--arch", ARCH.rsplit("|", 1)[0]], "4 stages after the head, need 5"),
+    (["info", "--arch", ARCH.replace(" k3e3 |", " |", 1)], "stage 3 'k3e3 k3e3 k3e3' has 3 layers, need 4"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message, tmp_path):
     if "--out" not in args:

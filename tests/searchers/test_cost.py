@@ -275,3 +275,41 @@ def test_profile_bad_input():
 def test_tiny_cuda_profile():
     p = profile_device("cuda", validate_n=2, **TINY)
     assert p.constant_ms > 0 and "CUDA" in p.device and p.measured["validation"]["rmse_ms"] >= 0
+
+
+# -- pricing one architecture ----------------------------------------------------------------------------
+@pytest.mark.parametrize("seed, size", [(0, 32), (1, 64)])
+def test_price_per_layer_is_what_the_layer_adds(seed, size):
+    from searchers.cost.price import price
+
+    profile = load_profile(PX)
+    arch = random_arch(random.Random(seed), 0.5, size, se=True)
+    got = price(arch, profile)
+    assert (got.runtime_ms, got.macs_task, got.params) == (exact_runtime(profile, arch), count_flops(arch),
+                                                           count_params(arch))
+    assert got.macs_profile == count_flops(arch, 224) and got.constant_ms == profile.constant_ms
+    for lp, b in zip(got.layers, arch.blocks):
+        assert lp.block == str(b)
+        if lp.layer % 4 == 1 or b.skip:  # a stage's first layer cannot be dropped; a skipped one costs nothing
+            assert b.skip or lp.runtime_ms > 0 and lp.macs_task > 0 and lp.params > 0
+            continue
+        # Skipping a kept layer changes no other shape, so the network loses exactly this row.
+        blocks = list(arch.blocks)
+        blocks[lp.layer - 1] = Block(skip=True)
+        less = MBConvArch(tuple(blocks), width=arch.width, image_size=size)
+        assert exact_runtime(profile, arch) - exact_runtime(profile, less) == pytest.approx(lp.runtime_ms)
+        assert count_flops(arch) - count_flops(less) == lp.macs_task
+        assert count_flops(arch, 224) - count_flops(less, 224) == lp.macs_profile
+        assert count_params(arch) - count_params(less) == lp.params
+
+
+def test_arch_strings_round_trip_and_bad_ones_name_the_token():
+    arch = random_arch(random.Random(3), 0.25, 32, se=True)
+    assert MBConvArch.parse(str(arch)) == arch
+    good = str(arch).split(" | ")
+    for stages, match in [(["mbconv w0.25 i32 n10", *good[1:3], "k3e3 k5e6se0.75 k3e3 k3e3", *good[4:]],
+                           "layer 10: bad layer token 'k5e6se0.75'"),
+                          (["mbconv w-1 i32 n10", *good[1:]], "bad head 'mbconv w-1 i32 n10'"),
+                          ([*good[:2], "skip k3e3 k3e3 k3e3", *good[3:]], "'skip' at layer 5")]:
+        with pytest.raises(UsageError, match=match):
+            MBConvArch.parse(" | ".join(stages))

@@ -177,10 +177,14 @@ def test_fidelity_grid_then_compare_solvers_by_replay(tmp_path):
     assert list(summary.solver) == ["random", "tpe", "bohb"] and (summary.n == 2).all()
 
 
-def test_compare_solvers_with_real_searches(tmp_path):
+def test_compare_solvers_with_real_searches(tmp_path, capsys):
     out = tmp_path / "compare"
     run_main("compare_solvers", ["--quick", "--runner", "local", "--solvers", "random", "--repeats", "1",
                                  "--budget-epochs", "2", "--fidelity", "1", "--out", str(out)])
+    # one line per trial, in tune_lambda's words (automl/live.py), with the sub-study and seed in front
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("random repeat 0 (seed ")]
+    assert [ln.split(": trial ")[1].split()[0] for ln in lines] == ["0", "1"], lines
+    assert all(" 1 ep  " in ln and " ms  val " in ln and "  reward " in ln for ln in lines), lines
     trials = pd.read_csv(out / "all_trials.csv")
     assert len(trials) == 2 and (trials.status == "ok").all()
     assert (out / "random" / "repeat-00" / "trials" / "0000" / "result.json").exists()

@@ -74,7 +74,7 @@ def test_unknown_solver_option_exits_2_as_a_subprocess(tmp_path):
     p = subprocess.run([sys.executable, "studies/tune_lambda.py", "--solver-option", "nope=1", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    assert p.stderr.startswith("error: unknown option of solver 'bo' 'nope'; valid choices: init_points, ")
+    assert p.stderr.startswith("error: unknown option of solver 'cbo' 'nope'; valid choices: init_points, ")  # cbo: the default
     assert not out.exists()
 
 
@@ -99,3 +99,54 @@ def test_range_narrows_the_space_on_the_searchers_scale():
     (lam,) = config.space().params
     assert (lam.name, lam.low, lam.high, lam.log) == ("lam", 0.01, 0.04, True)
     assert StudyConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+# -- a folder per run without --out (automl/run_dirs.py) --------------------------------------------------
+def test_run_folders_are_new_names_and_latest_follows_the_last(tmp_path):
+    from automl.run_dirs import latest_run_dir, link_latest, new_run_dir
+
+    root = tmp_path / "runs"
+    with pytest.raises(UsageError, match="continues .*latest, which does not exist"):
+        latest_run_dir(root)
+    first = new_run_dir(root, now=0)
+    assert not root.exists()                       # a name only: the study creates it after its checks
+    first.mkdir(parents=True)
+    second = new_run_dir(root, now=0)              # the same second: a suffix, not the same folder
+    assert second.name == first.name + "-2"
+    second.mkdir()
+    link_latest(first)
+    link_latest(second)
+    assert latest_run_dir(root) == second.resolve() and (root / "latest").readlink() == Path(second.name)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "study.json").write_text("{}")   # a study written before runs had folders
+    assert latest_run_dir(tmp_path / "old") == tmp_path / "old"
+
+
+def test_main_command_twice_then_resume_the_latest(tmp_path, monkeypatch, capsys):
+    import tune_lambda
+    from _common import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--runner", "local", "--solver", "random", "--trials", "1", "--fidelity", "1", "--min-fidelity", "1",
+            "--data-limit", "64"]
+    with pytest.raises(SystemExit) as e:                 # bad input without --out: nothing written
+        run_cli(lambda: tune_lambda.main([*tiny, "--solver-option", "nope=1"]))
+    assert e.value.code == 2 and not (tmp_path / "runs").exists()
+    capsys.readouterr()
+    folders = []
+    for _ in range(2):
+        assert tune_lambda.main(tiny) == 0
+        shown = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("study folder: ")]
+        assert len(shown) == 1 and shown[0].startswith("study folder: runs/tune-lambda/20")
+        folders.append(tmp_path / shown[0].split(": ")[1])
+    assert folders[0] != folders[1] and all((f / "study.json").exists() for f in folders)
+    assert (tmp_path / "runs" / "tune-lambda" / "latest").resolve() == folders[1].resolve()
+    # --resume alone continues the latest run (one more trial), and writes no new folder
+    assert tune_lambda.main([*tiny, "--resume", "--trials", "2"]) == 0
+    assert f"study folder: {folders[1].relative_to(tmp_path)}" in capsys.readouterr().out
+    assert len((folders[1] / "trials.csv").read_text().splitlines()) == 3
+    assert sorted(p.name for p in (tmp_path / "runs" / "tune-lambda").iterdir()) == sorted(
+        [folders[0].name, folders[1].name, "latest"])
+    # an explicit --out stays strict
+    with pytest.raises(UsageError, match="already holds a study; pass --resume"):
+        tune_lambda.main([*tiny, "--out", str(folders[0])])

@@ -1,0 +1,99 @@
+"""report.html of one study: what it shows, and that it runs in a real browser without a JavaScript error."""
+import json
+import random
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from automl.report import write_report
+from automl.results import TrialsTable
+from automl.study import StudyConfig, TrialRow
+from searchers.cost import count_flops, exact_runtime, load_profile
+from searchers.cost.measure import random_arch
+
+
+@pytest.fixture
+def study(tmp_path):
+    """Six trials with real architectures and their real runtimes on the profile (no search run)."""
+    config = StudyConfig(out=str(tmp_path), solver="random", target=80.0, trials=6, fidelity=2, min_fidelity=1)
+    profile, rng = load_profile(config.profile), random.Random(0)
+    table = TrialsTable(tmp_path / "trials.csv", ["lam"])
+    for i in range(6):
+        arch = random_arch(rng, 0.25, 32, se=True)
+        ms, acc = exact_runtime(profile, arch), 0.5 + 0.05 * i
+        reward = acc * min(1.0, 80.0 / ms)   # Eq. 19
+        table.append(TrialRow(trial_id=i, solver="random", params={"lam": 0.002 * 3 ** i}, fidelity=2, seed=0,
+                              status="ok", val_acc=acc, test_acc=acc, runtime_ms=ms, flops=float(count_flops(arch)),
+                              target=80.0, reward=reward, arch=str(arch), wall_s=3.0))
+    table.append(TrialRow(trial_id=6, solver="random", params={"lam": 0.5}, fidelity=1, seed=0, status="failed",
+                          error="ValueError: diverged", target=80.0))
+    return config, table
+
+
+def figures(page: str) -> list[dict]:
+    """The layouts of the page's plotly figures, read from the embedded Plotly.newPlot("id", data, layout)."""
+    dec, out = json.JSONDecoder(), []
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"[^"]+",\s*', page):
+        _, end = dec.raw_decode(page, m.end())                        # the traces
+        layout, _ = dec.raw_decode(page, page.index("{", end))
+        out.append(layout)
+    return out
+
+
+def test_report_shows_the_verdict_first_titled_axes_the_target_and_the_architectures(study, tmp_path):
+    config, table = study
+    page = write_report(tmp_path / "report.html", table, config).read_text()
+    assert page.index("verdict: target 80 ms") < page.index("Plotly.newPlot")   # the verdict on top
+    layouts = figures(page)
+    titles = [(f["title"]["text"], f["xaxis"]["title"]["text"], f["yaxis"]["title"]["text"]) for f in layouts]
+    assert titles[:4] == [
+        ("lam vs cost (target 80)", "lam (log scale)", "runtime on pixel1-single-path (ms)"),
+        ("lam vs validation accuracy", "lam (log scale)", "validation accuracy (fraction)"),
+        ("best reward so far vs search epochs spent", "search epochs spent (cumulative)", "best reward so far (Eq. 19, 0-1)"),
+        ("validation accuracy vs cost (Pareto front)", "runtime on pixel1-single-path (ms)", "validation accuracy (fraction)"),
+    ]
+    assert layouts[2]["yaxis"]["range"] == [0, 1.02]
+    # the target as a line on both runtime axes: horizontal in the first, vertical in the fourth
+    assert [s["y0"] for s in layouts[0]["shapes"]] == [80.0] and [s["x0"] for s in layouts[3]["shapes"]] == [80.0]
+    assert titles[4][0].startswith("architectures: the 20 searchable layers, coloured by runtime on pixel1")
+    best = table.best(config.fidelity, config.target, lambda r: r.runtime_ms)
+    assert f"delivered (trial {best.trial_id})" in page and f"delivered trial {best.trial_id} (" in page
+    assert len(layouts[4]["shapes"]) == 4                                       # the stage boundaries
+    assert 'class="dataframe sortable"' in page and "ValueError: diverged" in page
+
+
+INJECT = """<script>
+window.__errors = [];
+window.addEventListener('error', function (e) { window.__errors.push(String(e.message)); });
+var _err = console.error; console.error = function () { window.__errors.push(Array.from(arguments).join(' ')); };
+window.addEventListener('load', function () {
+  setTimeout(function () {
+    var th = Array.from(document.querySelectorAll('table.sortable th')).find(function (h) { return h.textContent === 'val_acc'; });
+    th.click(); th.click();   // descending
+    var col = Array.from(th.parentNode.children).indexOf(th);
+    var out = document.createElement('pre'); out.id = 'probe';
+    out.textContent = JSON.stringify({errors: window.__errors, plots: document.querySelectorAll('.main-svg').length,
+      first: document.querySelector('table.sortable tbody tr').cells[col].textContent});
+    document.body.appendChild(out);
+  }, 500);
+});
+</script>"""
+
+
+def test_report_renders_in_headless_chromium_without_javascript_errors(study, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium installed (Debian: apt-get install chromium)")
+    config, table = study
+    page = write_report(tmp_path / "report.html", table, config).read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("<head>", "<head>" + INJECT, 1))
+    r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                        "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="probe">(.*?)</pre>', r.stdout, flags=re.S)
+    assert m, r.stderr[-2000:]
+    got = json.loads(m.group(1).replace("&quot;", '"'))
+    assert got["errors"] == [] and got["plots"] >= 5
+    assert float(got["first"]) == max(row.val_acc for row in table.rows if row.val_acc is not None)
