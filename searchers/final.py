@@ -40,7 +40,8 @@ def train_delivered(model_path: str | os.PathLike, task: Task, settings: RunSett
     torch.manual_seed(settings.seed)
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     task.to(device)
-    model = model.to(device)
+    # channels_last: ~2x faster depthwise convolutions on CPU (oneDNN), as the searchers train
+    model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     cost = exact_cost(arch, task, settings)
     history, wall = [], 0.0
