@@ -8,14 +8,16 @@ local, replay) goes through it or through rows it wrote.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from searchers import RunSettings, get_searcher, list_searchers, load_task
+from searchers import RunSettings, check_data, get_searcher, list_searchers, load_task
 from searchers.errors import UsageError, check_choice
 
 from .reward import Target, reward
@@ -40,7 +42,7 @@ class StudyConfig:
     min_fidelity: int = 2                # lowest fidelity multi-fidelity solvers may use (paper: 2)
     concurrency: int = 1
     data: str = "digits"
-    data_limit: int | None = None        # keep the first N images of each split (quick presets, tests)
+    data_limit: int | None = None        # at most N images of each split, stratified (quick presets, tests)
     profile: str = "pixel1-single-path"
     seed: int = 0                        # seeds the solver; every trial searches with this seed too
                                          # (common random numbers: trials differ only by their λ)
@@ -61,7 +63,7 @@ class StudyConfig:
         check_choice("searcher", self.searcher, list_searchers())
         Target(value=self.target, metric=self.target_metric)
         if self.trials < 1 or self.concurrency < 1:
-            raise UsageError("trials and concurrency must be >= 1")
+            raise UsageError(f"trials and concurrency must be >= 1, got {self.trials} and {self.concurrency}")
         if not 1 <= self.min_fidelity <= self.fidelity:
             raise UsageError(f"need 1 <= min fidelity ({self.min_fidelity}) <= fidelity ({self.fidelity}) epochs")
         if self.budget < self.fidelity and not get_solver(self.solver).multi_fidelity:
@@ -70,8 +72,10 @@ class StudyConfig:
             raise UsageError(f"budget of {self.budget} epochs is smaller than the lowest fidelity ({self.min_fidelity})")
         if self.final_epochs < 0:
             raise UsageError(f"final epochs must be >= 0, got {self.final_epochs}")
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise UsageError("cpus per trial must be > 0 and gpus per trial >= 0")
+        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0) or \
+                not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            raise UsageError(f"cpus per trial must be > 0 and gpus per trial >= 0, got {self.cpus_per_trial:g} "
+                             f"and {self.gpus_per_trial:g}")
         tunable = get_searcher(self.searcher).tunable
         for name, rng in self.param_ranges.items():
             check_choice(f"tuned hyperparameter of {self.searcher} (--range)", name, list(tunable))
@@ -82,17 +86,9 @@ class StudyConfig:
         cls.make_params(**self.searcher_params)  # unknown / invalid fixed knobs fail now
         RunSettings(epochs=self.fidelity, seed=self.seed, device=self.device, batch_size=self.batch_size,
                     width=self.width, profile=self.profile)
-        if self.target_metric == "runtime_ms" and self.searcher in ("single-path", "random", "multi-path", "dsnas"):
-            self._check_reachable()
-
-    def _check_reachable(self):
-        from searchers.cost import load_profile
-        from searchers.cost.runtime import runtime_range
-
-        lo, hi = runtime_range(load_profile(self.profile))
-        if not lo <= self.target <= hi:
-            raise UsageError(f"target {self.target:g} ms is outside what profile {self.profile} can reach "
-                             f"({lo:.2f}-{hi:.2f} ms)")
+        _check_data(self.data, self.data_limit)   # a data spec that cannot make a task: refused now, not per trial
+        # the searcher says what it can measure (a runtime model or FLOPs only); the study asks it
+        cls.check_target(target_ms=self.target if self.target_metric == "runtime_ms" else None, profile=self.profile)
 
     @property
     def budget(self) -> int:
@@ -125,6 +121,10 @@ class StudyConfig:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2))
+
+
+# once per process: every trial rebuilds its StudyConfig from study.json, and the data did pass already
+_check_data = functools.lru_cache(maxsize=8)(check_data)
 
 
 @dataclass(kw_only=True)

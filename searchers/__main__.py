@@ -69,9 +69,11 @@ def cmd_run(name: str, argv: list[str]) -> int:
     settings = RunSettings(epochs=args.epochs, seed=args.seed, device=args.device, batch_size=args.batch_size,
                            width=args.width if args.width is not None else (0.25 if args.data == "digits" else 1.0),
                            profile=args.profile, target_ms=args.target_ms)
+    if args.target_ms is not None or cls.needs_runtime_target:
+        cls.check_target(target_ms=args.target_ms, profile=args.profile)
     out = Path(args.out)
     check_writable(out)
-    task = load_task(args.data, limit=args.data_limit)
+    task = load_task(args.data, limit=args.data_limit)   # refuses a data spec that cannot make a task first
     searcher = cls(params, task, settings)
     ckpt = out / CHECKPOINT
     if args.resume and ckpt.exists():

@@ -88,7 +88,7 @@ def plan(args):
     """Per formulation: the tuning study's config (None: nothing to tune) and the repeats' base config."""
     from automl.solvers import list_solvers, make_solver
     from automl.study import StudyConfig
-    from searchers import RunSettings, get_searcher
+    from searchers import RunSettings, check_data, get_searcher
     from searchers.errors import UsageError, check_choice
 
     if args.searcher != "single-path":
@@ -106,10 +106,12 @@ def plan(args):
                                trials=args.tune_trials, fidelity=args.epochs, min_fidelity=args.epochs, seed=args.seed)
             make_solver(tune.solver, tune.space(), budget_epochs=tune.budget, seed=tune.seed,   # ranges now
                         **tune.solver_options)
-        else:   # random search by rejection: its runtime window is its only knob
-            if fields["target_metric"] != "runtime_ms":
-                raise UsageError(f"formulation {name} samples within a runtime window: it needs --target-ms")
-            get_searcher(searcher).make_params(**params)
+        else:   # random search by rejection: its runtime window is its only knob; no StudyConfig checks it
+            cls = get_searcher(searcher)
+            cls.check_target(target_ms=fields["target"] if fields["target_metric"] == "runtime_ms" else None,
+                             profile=args.profile)
+            check_data(args.data, args.data_limit)
+            cls.make_params(**params)
             tune = None
         RunSettings(epochs=args.epochs, seed=args.seed, device=args.device, batch_size=args.batch_size,
                     width=fields["width"], profile=args.profile)

@@ -54,6 +54,9 @@ def metrics_every_epoch(name: str, task: Task) -> None:
     assert [m.epoch for m in seen] == [1, 2] == [h.epoch for h in r.history]
     for m in seen:
         assert math.isfinite(m.loss) and math.isfinite(m.ce) and 0 <= m.val_acc <= 1 and m.flops > 0 and m.arch
+    # the declared capability is what studies ask before any work (a runtime target or not): it must be true
+    measured = [m.runtime_ms is not None for m in seen] + [r.runtime_ms is not None]
+    assert measured == [get_searcher(name).has_runtime_model] * 3, f"{name} declares has_runtime_model wrongly"
 
 
 def checkpoint_restore(name: str, task: Task) -> None:

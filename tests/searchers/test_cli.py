@@ -30,6 +30,11 @@ def test_info_reports_the_profile_range():
     (["run", "single-path", "--lam", "-1"], "lam"),
     (["run", "single-path", "--out", "/proc/forbidden"], "not writable"),
     (["info", "--profile", "nope"], "valid choices"),
+    (["run", "gold", "--target-ms", "80"], "gold has no runtime model"),     # asked of the searcher
+    (["run", "random"], "needs a runtime target (--target-ms)"),
+    (["run", "random", "--target-ms", "300"], "outside what profile pixel1-single-path can reach"),
+    (["run", "single-path", "--data-limit", "0"], "data limit must be >= 1"),
+    (["run", "single-path", "--seed", "-1"], "seed must be >= 0"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message, tmp_path):
     if "--out" not in args:
