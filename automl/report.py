@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 import numpy as np
+
+from searchers.result import atomic_text
 
 
 def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
@@ -82,9 +83,7 @@ def write_report(path: Path, table, config, verdict=None) -> Path:
         index=False, float_format=lambda v: f"{v:.4g}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>study report</title></head><body>"
             f"<h1>{html.escape(fig.layout.title.text)}</h1>{verdict_html(verdict)}{summary}{body}<h2>Trials</h2>{table_html}</body></html>")
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    atomic_text(path, page)
     return path
 
 
@@ -148,9 +147,7 @@ def write_page(path: Path, title: str, parts: list) -> Path:
             js = False
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
             f"<body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>")
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    atomic_text(path, page)
     return Path(path)
 
 

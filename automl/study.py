@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from searchers import RunSettings, check_data, get_searcher, list_searchers, load_task
 from searchers.errors import UsageError, check_choice
+from searchers.result import atomic_text
 
 from .reward import Target, reward
 from .solvers import check_solver_options, get_solver, list_solvers
@@ -120,7 +121,7 @@ class StudyConfig:
         return cls(**d)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2))
+        atomic_text(path, json.dumps(self.to_json(), indent=2))   # a kill mid-write keeps the old study.json
 
 
 # once per process: every trial rebuilds its StudyConfig from study.json, and the data did pass already
@@ -212,8 +213,22 @@ def run_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | Non
             if after is not None:
                 after(searcher, Path(result_dir))
     except Exception as e:  # a trial that raises or diverges is recorded, told as worst, and the study goes on
-        row.status, row.error = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:300]
-        if not isinstance(e, (UsageError,)) and "diverged" not in str(e):
-            row.error += " | " + traceback.format_exc(limit=2).splitlines()[-1][:200]
+        row.status, row.error = "failed", failure_text(e)
     row.wall_s = round(time.perf_counter() - t0, 3)
     return row
+
+
+def failure_text(e: BaseException) -> str:
+    """A failed trial's error column: the exception's own first line, then where it was raised (the
+    innermost frame of its traceback), unless it is the user's input (UsageError) or a divergence."""
+    text = (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0][:300]
+    frames = traceback.extract_tb(e.__traceback__)
+    if frames and not isinstance(e, UsageError) and "diverged" not in str(e):
+        f = frames[-1]
+        text += f" | {Path(f.filename).name}:{f.lineno} in {f.name}"[:200]
+    return text
+
+
+def failed_row(config: StudyConfig, proposal: Proposal, error: str) -> TrialRow:
+    return TrialRow(trial_id=proposal.trial_id, solver=config.solver, params=dict(proposal.params),
+                    fidelity=proposal.fidelity, seed=config.seed, status="failed", target=config.target, error=error)

@@ -103,13 +103,7 @@ def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = No
     paths = {"trials": out / "trials.csv", "study": out / "study.json"}
     best = table.best(config.fidelity, config.target, lambda r: config.target_obj.measure(r.runtime_ms, r.flops))
     if best is not None and best.result_dir and Path(best.result_dir).is_dir():
-        dst = out / "best"
-        tmp = out / ".best.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(best.result_dir, tmp)
-        shutil.rmtree(dst, ignore_errors=True)
-        tmp.rename(dst)
-        paths["best"] = dst
+        paths["best"] = replace_dir(out / "best", lambda tmp: shutil.copytree(best.result_dir, tmp))
     final = None
     if config.final_epochs and "best" in paths:
         paths["final"], final = train_final(config, paths["best"])
@@ -138,9 +132,21 @@ def train_final(config: StudyConfig, best: Path) -> tuple[Path, dict]:
     result = train_delivered(best / "model.pt", cached_task(config.data, config.data_limit), settings,
                              on_epoch=lambda m: print(f"  epoch {m.epoch}/{config.final_epochs}  loss {m.loss:.4f}  "
                                                       f"val {m.val_acc:.4f}  ({m.wall_s:.0f} s)", flush=True))
-    tmp = Path(config.out) / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    result.save(tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    replace_dir(dst, result.save)
     return dst, json.loads(done.read_text())
+
+
+def replace_dir(dst: Path, fill: Callable[[Path], object]) -> Path:
+    """Replace folder `dst` with one `fill(tmp)` writes, by renames: best/ and final/ hold the files of
+    one trial, never a mix of two or a half-copied one. POSIX cannot swap two folders in one rename; a
+    kill between the two leaves `dst` absent and its old copy in .dst.old, and every finalize (--resume
+    included) rebuilds it from trials.csv."""
+    tmp, old = dst.with_name(f".{dst.name}.tmp"), dst.with_name(f".{dst.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    fill(tmp)
+    if dst.exists():
+        dst.rename(old)
+    tmp.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+    return dst

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UsageError
+from .result import atomic_write
 
 SPLIT_SEED = 0  # fixed: the data split is part of the task, not of the search
 
@@ -248,8 +249,8 @@ def _image_folder(root: Path, image_size: int) -> Task:
     else:
         splits = {s: _read_folder(root / s, image_size, classes) for s in ["train", *held]}
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(splits, str(cache) + ".tmp")
-        os.replace(str(cache) + ".tmp", cache)
+        # a unique temp name: Ray workers of one study may read the same folder at the same time
+        atomic_write(cache, lambda p: torch.save(splits, p))
     if len(held) == 2:
         train, val, test = splits["train"], splits["val"], splits["test"]
     else:

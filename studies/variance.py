@@ -127,6 +127,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from automl.analysis import spread
+    from automl.results import write_csv
     from automl.experiments import prepare_experiment, save_experiment
     from automl.study_reports import write_variance_report
     from automl.tuning import prepare_out
@@ -172,9 +173,9 @@ def main(argv=None) -> int:
     summary = spread(runs, ["formulation", "kind"], ["val_acc", "test_acc", "runtime_ms", "flops", "reward"]) \
         if len(runs) else pd.DataFrame()
     paths = {"runs": out / "runs.csv", "summary": out / "summary.csv", "tuned": out / "tuned.csv"}
-    runs.to_csv(paths["runs"], index=False)
-    summary.to_csv(paths["summary"], index=False)
-    pd.DataFrame(tuned).to_csv(paths["tuned"], index=False)
+    write_csv(runs, paths["runs"])
+    write_csv(summary, paths["summary"])
+    write_csv(pd.DataFrame(tuned), paths["tuned"])
     if len(runs):
         paths["report"] = write_variance_report(out / "report.html", runs, summary, _target(plans), notes)
     print("\n" + (summary.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(summary) else "no runs"))

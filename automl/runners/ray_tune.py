@@ -18,7 +18,8 @@ import torch
 from searchers.errors import UsageError
 
 from ..solvers.base import Proposal, Solver
-from ..study import StudyConfig, TrialRow, make_searcher, observation, run_trial, trial_reward
+from ..study import StudyConfig, TrialRow, failed_row, failure_text, make_searcher, observation, run_trial, \
+    trial_reward
 
 STATE_FILE = "searcher_state.pt"
 
@@ -49,11 +50,15 @@ def trainable(config: dict, study_json: dict) -> None:
     proposal = Proposal(trial_id=config["trial"], fidelity=config["epochs"], info=config.get("info", {}),
                         params={k: v for k, v in config.items() if k not in PROPOSAL_KEYS})
     torch.set_num_threads(max(1, int(study.cpus_per_trial)))
-    searcher = make_searcher(study, proposal)
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:  # a restarted trial continues from its last epoch
-        with ckpt.as_directory() as d:
-            searcher.load_state_dict(torch.load(Path(d) / STATE_FILE, weights_only=False))
+    try:   # outside run_trial's own catch: the data load, the searcher's construction, its checkpoint
+        searcher = make_searcher(study, proposal)
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:  # a restarted trial continues from its last epoch
+            with ckpt.as_directory() as d:
+                searcher.load_state_dict(torch.load(Path(d) / STATE_FILE, weights_only=True))
+    except Exception as e:   # recorded with its own error, not as an anonymous Ray failure
+        tune.report(_done_metrics(failed_row(study, proposal, failure_text(e)), proposal))
+        return
 
     def on_epoch(m):
         with tempfile.TemporaryDirectory() as d:
@@ -62,11 +67,14 @@ def trainable(config: dict, study_json: dict) -> None:
 
     row = run_trial(study, proposal, result_dir=Path(study.out) / "trials" / f"{proposal.trial_id:04d}",
                     on_epoch=on_epoch, searcher=searcher)
+    tune.report(_done_metrics(row, proposal))
+
+
+def _done_metrics(row: TrialRow, proposal: Proposal) -> dict:
     flat = {k: v for k, v in row.flat().items() if v is not None}
     final = {**proposal.params, "runtime_ms": flat.pop("runtime_ms", None), "val_acc": flat.pop("val_acc", None),
              "reward": row.reward if row.status == "ok" else 0.0, **flat, "done_row": True}
-    final = {k: v for k, v in final.items() if v is not None}
-    tune.report(final)
+    return {k: v for k, v in final.items() if v is not None}
 
 
 def _epoch_metrics(study: StudyConfig, params: dict, m) -> dict:
@@ -83,11 +91,27 @@ def _epoch_metrics(study: StudyConfig, params: dict, m) -> dict:
     return d
 
 
+RAY_FAILURE = "trial errored in Ray (worker lost or exception outside the search)"
+
+
+def ray_error_text(text: str | None) -> str:
+    """The error column of a trial Ray failed, from the text Ray keeps of it (error.txt: the worker's
+    traceback, then the exception's own line): that line, then where it was raised."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip() and not ln.startswith("Failure #")]
+    if not lines:
+        return RAY_FAILURE
+    where = [ln for ln in lines if ln.startswith('File "')]
+    own = lines[-1][:300]
+    if where:
+        f = where[-1]   # File "/path/x.py", line 12, in fn
+        name, _, rest = f[len('File "'):].partition('"')
+        own += f" | {Path(name).name}:{rest.replace(', line ', '').replace(', in ', ' in ', 1).strip()}"[:200]
+    return own
+
+
 def _row_from_result(study: StudyConfig, proposal: Proposal, result: dict | None, error: bool) -> TrialRow:
     if result is None or not result.get("done_row"):
-        return TrialRow(trial_id=proposal.trial_id, solver=study.solver, params=dict(proposal.params),
-                        fidelity=proposal.fidelity, seed=study.seed, status="failed", target=study.target,
-                        error="trial errored in Ray (worker lost or exception outside the search)")
+        return failed_row(study, proposal, RAY_FAILURE)
     # Ray adds its own keys (its trial_id among them): take ours from the proposal
     ours = set(TrialRow.__dataclass_fields__) - {"params", "trial_id", "fidelity"}
     row = TrialRow(trial_id=proposal.trial_id, fidelity=proposal.fidelity,
@@ -107,6 +131,7 @@ def make_adapter(solver: Solver, study: StudyConfig, on_row: Callable[[TrialRow]
         def __init__(self):
             super().__init__(metric="reward", mode="max")
             self.live: dict[str, Proposal] = {}
+            self.failed: dict[str, TrialRow] = {}   # failed in Ray, waiting for its error text
             self.asked = 0
 
         def suggest(self, trial_id: str):
@@ -129,9 +154,37 @@ def make_adapter(solver: Solver, study: StudyConfig, on_row: Callable[[TrialRow]
             p = self.live.pop(trial_id)
             row = _row_from_result(study, p, result, error)
             solver.tell(observation(study, row))
-            on_row(row)
+            if row.error == RAY_FAILURE:   # Ray tells its error to callbacks next (TuneController order)
+                self.failed[trial_id] = row
+            else:
+                on_row(row)
+
+        def flush(self, trial_id: str | None = None, error_text: str | None = None) -> None:
+            """Record a trial Ray failed, with Ray's text of its error; all still held without one."""
+            for tid in [trial_id] if trial_id is not None else list(self.failed):
+                row = self.failed.pop(tid, None)
+                if row is not None:
+                    row.error = ray_error_text(error_text)
+                    on_row(row)
 
     return SolverSearcher()
+
+
+def error_callback(adapter):
+    """A Tune callback that hands the adapter each failed trial's error text, which Ray gives callbacks
+    only (a Searcher's on_trial_complete gets a flag)."""
+    from ray.tune import Callback
+
+    class RecordErrors(Callback):
+        def on_trial_error(self, iteration, trials, trial, **info):
+            text = None
+            try:
+                text = trial.get_error()
+            except Exception:   # noqa: BLE001 - no error text is still a recorded failure
+                pass
+            adapter.flush(trial.trial_id, str(text) if text is not None else None)
+
+    return RecordErrors()
 
 
 def start_ray(study: StudyConfig, dashboard_host: str = "127.0.0.1") -> str | None:
@@ -161,9 +214,10 @@ def run_ray(study: StudyConfig, solver: Solver, *, max_trials: int, on_row: Call
         on_row(row)
 
     resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
+    adapter = make_adapter(solver, study, record, max_trials)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, study_json=study.to_json()), resources),
-        tune_config=tune.TuneConfig(search_alg=make_adapter(solver, study, record, max_trials),
+        tune_config=tune.TuneConfig(search_alg=adapter,
                                     num_samples=max_trials, max_concurrent_trials=study.concurrency,
                                     metric="reward", mode="max",
                                     # keep worker processes between trials: no torch import or data
@@ -172,7 +226,10 @@ def run_ray(study: StudyConfig, solver: Solver, *, max_trials: int, on_row: Call
         run_config=tune.RunConfig(
             name="ray", storage_path=str(Path(study.out).resolve()), verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=1)),
+            failure_config=tune.FailureConfig(max_failures=1), callbacks=[error_callback(adapter)]),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        adapter.flush()   # a failure Ray gave no text for is still a row
     return len(rows)

@@ -1,4 +1,9 @@
-"""One end-to-end study on Ray Tune (local cluster, CPU, tiny searches)."""
+"""Studies on Ray Tune (local cluster, CPU, tiny searches): what a trial reports arrives in trials.csv
+unchanged, and a trial that fails outside the search is recorded with its own error."""
+import json
+import traceback
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -10,6 +15,9 @@ from automl.tuning import run_study
 def test_ray_study_end_to_end(tmp_path, monkeypatch):
     import ray
 
+    from automl.reward import reward
+    from searchers import load_model, load_task
+
     monkeypatch.chdir(tmp_path)  # a relative --out, as users type it
     cfg = StudyConfig(out="study", solver="tpe", target=80.0, trials=3, fidelity=2, min_fidelity=1,
                       width=0.25, batch_size=32, data_limit=96, concurrency=2, cpus_per_trial=1.0)
@@ -20,8 +28,65 @@ def test_ray_study_end_to_end(tmp_path, monkeypatch):
     df = pd.read_csv(outcome.paths["trials"])
     assert sorted(df.trial_id) == [0, 1, 2] and (df.status == "ok").all()
     assert df.val_correct.str.startswith(f"{df.val_n[0]}:").all()   # per-image correctness through Ray
-    assert (outcome.paths["best"] / "model.pt").exists()
+    for row in outcome.table.rows:   # what each trial's search wrote is what the table says, Eq. 19 on it
+        res = json.loads((tmp_path / "study" / "trials" / f"{row.trial_id:04d}" / "result.json").read_text())
+        assert (res["arch"], res["val_acc"], res["runtime_ms"]) == (row.arch, row.val_acc, row.runtime_ms)
+        assert res["hyperparameters"]["lam"] == pytest.approx(row.params["lam"], rel=1e-12)
+        assert row.reward == pytest.approx(reward(row.val_acc, row.runtime_ms, 80.0), rel=1e-12)
+    # the delivered network is the best row's: rebuilt from best/model.pt it scores that row's val accuracy
+    best = outcome.best
+    arch, model = load_model(outcome.paths["best"] / "model.pt")
+    assert str(arch) == best.arch
+    assert load_task("digits", limit=96).accuracy(model, "val") == pytest.approx(best.val_acc, abs=1e-12)
     events = list((tmp_path / "study" / "ray").rglob("events.out.tfevents*"))
     assert events, "TensorBoard logs are written for every trial"
     # every trial checkpointed per epoch (Hyperband / lost workers resume from there)
     assert list((tmp_path / "study" / "ray").rglob("searcher_state.pt"))
+
+
+@pytest.mark.slow
+def test_trial_failing_outside_the_search_is_recorded_with_its_error(tmp_path, monkeypatch):
+    """A folder whose sampled images pass the check but whose 6th image of a class is not an image: the
+    data load in the trial fails, outside run_trial. Was: 'trial errored in Ray (worker lost ...)'."""
+    import ray
+    from PIL import Image
+
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            d = tmp_path / "data" / split / c
+            d.mkdir(parents=True)
+            for i in range(12):
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(d / f"{i:02d}.png")
+    (tmp_path / "data" / "train" / "b" / "05.png").write_bytes(b"not a png")
+    cfg = StudyConfig(out=str(tmp_path / "study"), solver="random", target=80.0, trials=2, fidelity=1,
+                      min_fidelity=1, width=0.25, data=str(tmp_path / "data"), concurrency=1, cpus_per_trial=1.0)
+    try:
+        outcome = run_study(cfg, runner="ray", verbose=0)
+    finally:
+        ray.shutdown()
+    df = pd.read_csv(outcome.paths["trials"], keep_default_na=False)
+    assert len(df) == 2 and (df.status == "failed").all()
+    assert df.error.str.startswith("UsageError: image ").all(), df.error.tolist()
+    assert df.error.str.contains("05.png cannot be read").all()
+
+
+def test_ray_error_text_is_the_exception_and_where_it_was_raised():
+    """What Ray keeps of a failed trial (error.txt: a header, then str() of its RayTaskError) becomes
+    the exception's own line and its innermost frame."""
+    from ray.exceptions import RayTaskError
+
+    from automl.runners.ray_tune import RAY_FAILURE, ray_error_text
+
+    def load():
+        raise FileNotFoundError("no such file: /data/x.png")
+
+    try:
+        load()
+    except FileNotFoundError as e:
+        err = RayTaskError("ImplicitFunc.train", traceback.format_exc(), e, pid=1, ip="127.0.0.1")
+    text = ray_error_text("Failure # 1 (occurred at 2026-01-01_00-00-00)\n" + str(err))
+    assert text.startswith("FileNotFoundError: no such file: /data/x.png | test_ray.py:")
+    assert text.endswith(" in load")
+    assert ray_error_text(None) == ray_error_text("") == RAY_FAILURE   # nothing kept: still a row
