@@ -45,6 +45,18 @@ def test_over_target_trial_is_never_delivered_while_one_meets_it(tmp_path):
     assert t.best(8).trial_id == 0                          # no target: plain Eq. 19 maximum at full fidelity
 
 
+def test_a_failed_trial_is_never_delivered(tmp_path):
+    """Failed rows keep the numbers they had (a search that diverged after its runtime was known), but
+    are never delivered, not even over a successful trial of reward 0; all failed: nothing to deliver."""
+    failed = TrialRow(trial_id=0, solver="bo", params={"lam": 0.1}, fidelity=8, seed=0, status="failed",
+                      error="diverged", val_acc=0.99, runtime_ms=60.0, flops=1e6, target=TARGET)
+    zero = row(1, 0.0, 70.0)
+    t = table_of(tmp_path, [failed, zero])
+    assert t.best(8, TARGET, ms).trial_id == 1 and t.best(8).trial_id == 1
+    t = table_of(tmp_path, [failed], name="all-failed")
+    assert t.best(8, TARGET, ms) is None and t.best(8) is None
+
+
 def test_ties_go_to_the_trial_nearest_the_target_from_below(tmp_path):
     t = table_of(tmp_path, [row(0, 0.990, 40.0), row(1, 0.985, 79.0), row(2, 0.900, 80.0), row(3, 0.995, 120.0)])
     assert t.best(8).trial_id == 0                          # plain Eq. 19 maximum

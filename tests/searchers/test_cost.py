@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+from filecmp import cmp as cmp_files
 
 import numpy as np
 import pytest
@@ -285,3 +286,11 @@ def test_profile_bad_input():
 def test_tiny_cuda_profile():
     p = profile_device("cuda", validate_n=2, **TINY)
     assert p.constant_ms > 0 and "CUDA" in p.device and p.measured["validation"]["rmse_ms"] >= 0
+
+
+@pytest.mark.parametrize("name, file", [("pixel1-single-path", "pixel1-single-path.json"),
+                                        ("pixel1-proxylessnas-mobile", "pixel1-proxylessnas-mobile.yaml")])
+def test_bundled_profiles_are_the_published_tables(shared_data, name, file):
+    """The bundled copies read as the reference files the papers' code published (../shared/data)."""
+    assert load_profile(name) == load_profile(shared_data / "device-profiles" / file)
+    assert cmp_files(BUNDLED_DIR / file, shared_data / "device-profiles" / file)
