@@ -82,11 +82,16 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
     dashboard = None
     if remaining > 0:
         if runner == "ray":
-            from .runners.ray_tune import run_ray, start_ray
+            from .runners.ray_tune import ray_running, run_ray, start_ray, stop_ray
+            ours = not ray_running()   # a Ray the caller started is the caller's to stop
             dashboard = start_ray(config)
-            if dashboard:
-                print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)
-            run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose)
+            try:
+                if dashboard:
+                    print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)
+                run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose)
+            finally:   # ended, failed or interrupted (Ctrl-C): no Ray process outlives the study
+                if ours:
+                    stop_ray()
         elif runner == "local":
             from .runners.local import run_local
             kw = {"trial_fn": trial_fn} if trial_fn else {}

@@ -203,6 +203,21 @@ def start_ray(study: StudyConfig, dashboard_host: str = "127.0.0.1") -> str | No
     return f"http://{url}" if url and not url.startswith("http") else url
 
 
+def ray_running() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def stop_ray() -> None:
+    """Leave no Ray process behind: a local Ray this process started stops with it (raylet, GCS,
+    dashboard, their agents, the workers); a joined cluster (--address) is only disconnected from."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def run_ray(study: StudyConfig, solver: Solver, *, max_trials: int, on_row: Callable[[TrialRow], None],
             verbose: int = 1) -> int:
     from ray import tune

@@ -90,3 +90,73 @@ def test_ray_error_text_is_the_exception_and_where_it_was_raised():
     assert text.startswith("FileNotFoundError: no such file: /data/x.png | test_ray.py:")
     assert text.endswith(" in load")
     assert ray_error_text(None) == ray_error_text("") == RAY_FAILURE   # nothing kept: still a row
+
+
+# -- nothing outlives the study --------------------------------------------------------------------------
+
+def marked_processes(mark: str) -> list[str]:
+    """Processes (ours only: found by an environment variable every child of the study inherits,
+    Ray's raylet, GCS, dashboard, agents and workers included) still alive."""
+    import os
+
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                if f"HWNAS_TEST_MARK={mark}".encode() not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+            found.append(f"{d} {cmd}")
+        except OSError:   # gone, or not ours to read
+            pass
+    return found
+
+
+def left_after(mark: str, wait_s: float = 30.0) -> list[str]:
+    import time
+
+    t0 = time.perf_counter()
+    while (left := marked_processes(mark)) and time.perf_counter() - t0 < wait_s:
+        time.sleep(1)
+    return left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interrupt", [False, True], ids=["ends", "ctrl-c"])
+def test_no_ray_process_outlives_the_study(tmp_path, interrupt):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    mark = uuid.uuid4().hex
+    trials = "4" if interrupt else "1"
+    argv = [sys.executable, "studies/tune_lambda.py", "--solver", "random", "--trials", trials, "--fidelity", "1",
+            "--min-fidelity", "1", "--data-limit", "48", "--concurrency", "1", "--out", str(tmp_path / "s")]
+    # its own session: Ctrl-C at a terminal signals the whole foreground group, driver and Ray alike
+    p = subprocess.Popen(argv, cwd=root, env={**os.environ, "HWNAS_TEST_MARK": mark}, start_new_session=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        if interrupt:
+            for line in p.stdout:   # Ray is up and a trial is running
+                if line.startswith("Ray dashboard"):
+                    break
+            assert marked_processes(mark), "the study's processes carry the mark"
+            import time
+            time.sleep(5)
+            os.killpg(p.pid, signal.SIGINT)
+        p.communicate(timeout=240)
+        assert interrupt or p.returncode == 0
+        assert left_after(mark) == []
+    finally:
+        for line in marked_processes(mark):   # the test's own processes only, by pid
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except OSError:
+                pass
