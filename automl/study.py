@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -77,6 +78,13 @@ class StudyConfig:
                 not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
             raise UsageError(f"cpus per trial must be > 0 and gpus per trial >= 0, got {self.cpus_per_trial:g} "
                              f"and {self.gpus_per_trial:g}")
+        # Ray waits forever for resources no node has: refuse what a local cluster cannot offer
+        if self.gpus_per_trial > 0 and not self.device.startswith("cuda"):
+            raise UsageError(f"gpus per trial ({self.gpus_per_trial:g}) needs --device cuda; valid with --device cpu: 0")
+        cores = os.cpu_count() or 1
+        if self.address is None and self.cpus_per_trial > cores:
+            raise UsageError(f"cpus per trial ({self.cpus_per_trial:g}) exceeds this machine's {cores} CPUs; "
+                             f"valid: up to {cores}, or join a larger cluster with --address")
         tunable = get_searcher(self.searcher).tunable
         for name, rng in self.param_ranges.items():
             check_choice(f"tuned hyperparameter of {self.searcher} (--range)", name, list(tunable))

@@ -33,6 +33,8 @@ CASES = [   # (argv, message); the ray runner is each study's default
     (["--concurrency", "0"], "--concurrency must be >= 1"),
     (["--cpus-per-trial", "0"], "cpus per trial must be > 0"),
     (["--cpus-per-trial", "nan"], "cpus per trial must be > 0"),
+    (["--cpus-per-trial", "100000"], "exceeds this machine's"),            # Ray would wait forever
+    (["--gpus-per-trial", "1"], "needs --device cuda"),
     (["--profile", "pixel9"], "unknown device profile 'pixel9'"),
     (["--target-ms", "500"], "outside what profile pixel1-single-path can reach"),
     (["--searcher", "gold"], "searcher gold has no runtime model"),
