@@ -198,9 +198,63 @@ def start_ray(study: StudyConfig, dashboard_host: str = "127.0.0.1") -> str | No
     kw = dict(address=study.address, include_dashboard=True, dashboard_host=dashboard_host,
               log_to_driver=False, configure_logging=False) if study.address else \
         dict(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=False)
+    if not study.address:
+        reap_killed_node(Path(study.out))
     ctx = ray.init(**kw)
+    if not study.address:
+        record_node(Path(study.out), ray.get_runtime_context().get_node_id())
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url
+
+
+NODE_FILE = ".ray-node.json"   # the local Ray node a study started, for the next start to clean up after
+
+
+def _start_time(pid: int) -> int | None:
+    """A process's start time (clock ticks after boot): with the pid, it names one process, never a
+    later one that reused the pid. None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def record_node(out: Path, node_id: str) -> None:
+    from ..results import write_json
+
+    write_json(out / NODE_FILE, {"node_id": node_id, "driver_pid": os.getpid(),
+                                 "driver_start": _start_time(os.getpid())})
+
+
+def reap_killed_node(out: Path) -> list[int]:
+    """After a driver of this study was killed (SIGKILL), Ray's per-node agents (DashboardAgent,
+    RuntimeEnvAgent) outlive it. Stop the processes of the node it recorded, found by the node id in
+    their environment, only once that driver is gone: never a live study's, a joined cluster's or
+    another program's Ray (their node ids differ). Returns the pids stopped."""
+    import json
+    import signal
+
+    try:
+        rec = json.loads((out / NODE_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    if _start_time(rec["driver_pid"]) == rec["driver_start"]:
+        return []   # that driver still runs
+    marker = f"RAY_NODE_ID={rec['node_id']}".encode()
+    stopped = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    os.kill(int(d), signal.SIGKILL)
+                    stopped.append(int(d))
+        except OSError:   # gone meanwhile, or another user's
+            pass
+    (out / NODE_FILE).unlink(missing_ok=True)
+    return stopped
 
 
 def ray_running() -> bool:

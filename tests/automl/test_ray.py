@@ -160,3 +160,43 @@ def test_no_ray_process_outlives_the_study(tmp_path, interrupt):
                 os.kill(int(line.split()[0]), signal.SIGKILL)
             except OSError:
                 pass
+
+
+@pytest.mark.slow
+def test_a_killed_drivers_ray_processes_are_stopped_by_the_next_start(tmp_path):
+    """kill -9 of the driver leaves Ray's node agents running (they outlive their raylet); the next
+    start of the same study (--resume) stops them, and that study leaves nothing when it ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    mark = uuid.uuid4().hex
+    argv = [sys.executable, "studies/tune_lambda.py", "--solver", "random", "--trials", "2", "--fidelity", "1",
+            "--min-fidelity", "1", "--data-limit", "48", "--concurrency", "1", "--out", str(tmp_path / "s")]
+    env = {**os.environ, "HWNAS_TEST_MARK": mark}
+    p = subprocess.Popen(argv, cwd=root, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in p.stdout:
+            if line.startswith("Ray dashboard"):
+                break
+        time.sleep(3)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        time.sleep(5)
+        orphans = marked_processes(mark)
+        assert any("DashboardAgent" in o or "RuntimeEnvAgent" in o for o in orphans), orphans   # Ray's behaviour
+        r = subprocess.run([*argv, "--resume"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert left_after(mark) == []
+    finally:
+        for line in marked_processes(mark):   # the test's own processes only, by pid
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except OSError:
+                pass
