@@ -1,7 +1,15 @@
 """Studies on Ray Tune (local cluster, CPU, tiny searches): what a trial reports arrives in trials.csv
 unchanged, and a trial that fails outside the search is recorded with its own error."""
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import traceback
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,6 +17,8 @@ import pytest
 
 from automl.study import StudyConfig
 from automl.tuning import run_study
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -97,8 +107,6 @@ def test_ray_error_text_is_the_exception_and_where_it_was_raised():
 def marked_processes(mark: str) -> list[str]:
     """Processes (ours only: found by an environment variable every child of the study inherits,
     Ray's raylet, GCS, dashboard, agents and workers included) still alive."""
-    import os
-
     found = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -116,87 +124,68 @@ def marked_processes(mark: str) -> list[str]:
 
 
 def left_after(mark: str, wait_s: float = 30.0) -> list[str]:
-    import time
-
     t0 = time.perf_counter()
     while (left := marked_processes(mark)) and time.perf_counter() - t0 < wait_s:
         time.sleep(1)
     return left
 
 
+@contextlib.contextmanager
+def marked_study(tmp_path, trials: int):
+    """A tiny tune_lambda study on the Ray runner in a subprocess of its own session (Ctrl-C at a
+    terminal signals the whole foreground group, driver and Ray alike) whose environment carries a
+    fresh mark; yields (argv, env, process, mark) and kills what is left of it, by pid, at the end."""
+    mark = uuid.uuid4().hex
+    argv = [sys.executable, "studies/tune_lambda.py", "--solver", "random", "--trials", str(trials), "--fidelity",
+            "1", "--min-fidelity", "1", "--data-limit", "48", "--concurrency", "1", "--out", str(tmp_path / "s")]
+    env = {**os.environ, "HWNAS_TEST_MARK": mark}
+    p = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        yield argv, env, p, mark
+    finally:
+        for line in marked_processes(mark):   # the test's own processes only
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def wait_for_ray(p) -> None:
+    for line in p.stdout:   # Ray is up; a trial starts
+        if line.startswith("Ray dashboard"):
+            return
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("interrupt", [False, True], ids=["ends", "ctrl-c"])
 def test_no_ray_process_outlives_the_study(tmp_path, interrupt):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import uuid
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    mark = uuid.uuid4().hex
-    trials = "4" if interrupt else "1"
-    argv = [sys.executable, "studies/tune_lambda.py", "--solver", "random", "--trials", trials, "--fidelity", "1",
-            "--min-fidelity", "1", "--data-limit", "48", "--concurrency", "1", "--out", str(tmp_path / "s")]
-    # its own session: Ctrl-C at a terminal signals the whole foreground group, driver and Ray alike
-    p = subprocess.Popen(argv, cwd=root, env={**os.environ, "HWNAS_TEST_MARK": mark}, start_new_session=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with marked_study(tmp_path, trials=4 if interrupt else 1) as (_, _, p, mark):
         if interrupt:
-            for line in p.stdout:   # Ray is up and a trial is running
-                if line.startswith("Ray dashboard"):
-                    break
+            wait_for_ray(p)
             assert marked_processes(mark), "the study's processes carry the mark"
-            import time
             time.sleep(5)
             os.killpg(p.pid, signal.SIGINT)
         p.communicate(timeout=240)
         assert interrupt or p.returncode == 0
         assert left_after(mark) == []
-    finally:
-        for line in marked_processes(mark):   # the test's own processes only, by pid
-            try:
-                os.kill(int(line.split()[0]), signal.SIGKILL)
-            except OSError:
-                pass
 
 
 @pytest.mark.slow
 def test_a_killed_drivers_ray_processes_are_stopped_by_the_next_start(tmp_path):
     """kill -9 of the driver leaves Ray's node agents running (they outlive their raylet); the next
     start of the same study (--resume) stops them, and that study leaves nothing when it ends."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    import uuid
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    mark = uuid.uuid4().hex
-    argv = [sys.executable, "studies/tune_lambda.py", "--solver", "random", "--trials", "2", "--fidelity", "1",
-            "--min-fidelity", "1", "--data-limit", "48", "--concurrency", "1", "--out", str(tmp_path / "s")]
-    env = {**os.environ, "HWNAS_TEST_MARK": mark}
-    p = subprocess.Popen(argv, cwd=root, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-    try:
-        for line in p.stdout:
-            if line.startswith("Ray dashboard"):
-                break
-        time.sleep(3)
+    agent = lambda procs: any("DashboardAgent" in o or "RuntimeEnvAgent" in o for o in procs)
+    with marked_study(tmp_path, trials=2) as (argv, env, p, mark):
+        wait_for_ray(p)
+        t0 = time.perf_counter()
+        while not agent(marked_processes(mark)) and time.perf_counter() - t0 < 60:   # the raylet starts them
+            time.sleep(0.5)
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         time.sleep(5)
         orphans = marked_processes(mark)
-        assert any("DashboardAgent" in o or "RuntimeEnvAgent" in o for o in orphans), orphans   # Ray's behaviour
-        r = subprocess.run([*argv, "--resume"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert agent(orphans), orphans   # Ray's behaviour: the agents outlive the driver and the raylet
+        r = subprocess.run([*argv, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         assert left_after(mark) == []
-    finally:
-        for line in marked_processes(mark):   # the test's own processes only, by pid
-            try:
-                os.kill(int(line.split()[0]), signal.SIGKILL)
-            except OSError:
-                pass
