@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import html
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from searchers.result import atomic_text
 
 
 def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
@@ -306,9 +307,7 @@ def write_page(path: Path, title: str, parts: list) -> Path:
             js = False
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
             f"<body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>")
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    atomic_text(path, page)
     return Path(path)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from searchers.result import unpack_bits
+from searchers.result import atomic_text, atomic_write, unpack_bits
 
 from .study import TrialRow
 
@@ -88,9 +88,10 @@ class TrialsTable:
         return pd.DataFrame([r.flat() for r in self.rows], columns=cols)
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        self.frame().to_csv(tmp, index=False)
-        os.replace(tmp, self.path)
+        # The whole table, rewritten and replaced, rather than an append: a reader (--resume, the report,
+        # a user's pandas) sees every finished row or the table before, never a torn last line, and
+        # rows are few enough (one per NAS search) that the rewrite costs milliseconds.
+        write_csv(self.frame(), self.path)
 
     def best(self, max_fidelity: int | None = None, target: float | None = None,
              measure=None) -> TrialRow | None:
@@ -129,6 +130,8 @@ class TrialsTable:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_text(path, json.dumps(obj, indent=2, default=str))
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda p: df.to_csv(p, index=False))

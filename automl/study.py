@@ -8,15 +8,19 @@ local, replay) goes through it or through rows it wrote.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from searchers import RunSettings, get_searcher, list_searchers, load_task
+from searchers import RunSettings, check_data, get_searcher, list_searchers, load_task
 from searchers.errors import UsageError, check_choice
+from searchers.result import atomic_text
 
 from .reward import Target, reward
 from .solvers import check_solver_options, get_solver, list_solvers
@@ -40,7 +44,7 @@ class StudyConfig:
     min_fidelity: int = 2                # lowest fidelity multi-fidelity solvers may use (paper: 2)
     concurrency: int = 1
     data: str = "digits"
-    data_limit: int | None = None        # keep the first N images of each split (quick presets, tests)
+    data_limit: int | None = None        # at most N images of each split, stratified (quick presets, tests)
     profile: str = "pixel1-single-path"
     seed: int = 0                        # seeds the solver; every trial searches with this seed too
                                          # (common random numbers: trials differ only by their λ)
@@ -61,7 +65,7 @@ class StudyConfig:
         check_choice("searcher", self.searcher, list_searchers())
         Target(value=self.target, metric=self.target_metric)
         if self.trials < 1 or self.concurrency < 1:
-            raise UsageError("trials and concurrency must be >= 1")
+            raise UsageError(f"trials and concurrency must be >= 1, got {self.trials} and {self.concurrency}")
         if not 1 <= self.min_fidelity <= self.fidelity:
             raise UsageError(f"need 1 <= min fidelity ({self.min_fidelity}) <= fidelity ({self.fidelity}) epochs")
         if self.budget < self.fidelity and not get_solver(self.solver).multi_fidelity:
@@ -70,8 +74,17 @@ class StudyConfig:
             raise UsageError(f"budget of {self.budget} epochs is smaller than the lowest fidelity ({self.min_fidelity})")
         if self.final_epochs < 0:
             raise UsageError(f"final epochs must be >= 0, got {self.final_epochs}")
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise UsageError("cpus per trial must be > 0 and gpus per trial >= 0")
+        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0) or \
+                not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            raise UsageError(f"cpus per trial must be > 0 and gpus per trial >= 0, got {self.cpus_per_trial:g} "
+                             f"and {self.gpus_per_trial:g}")
+        # Ray waits forever for resources no node has: refuse what a local cluster cannot offer
+        if self.gpus_per_trial > 0 and not self.device.startswith("cuda"):
+            raise UsageError(f"gpus per trial ({self.gpus_per_trial:g}) needs --device cuda; valid with --device cpu: 0")
+        cores = os.cpu_count() or 1
+        if self.address is None and self.cpus_per_trial > cores:
+            raise UsageError(f"cpus per trial ({self.cpus_per_trial:g}) exceeds this machine's {cores} CPUs; "
+                             f"valid: up to {cores}, or join a larger cluster with --address")
         tunable = get_searcher(self.searcher).tunable
         for name, rng in self.param_ranges.items():
             check_choice(f"tuned hyperparameter of {self.searcher} (--range)", name, list(tunable))
@@ -82,17 +95,9 @@ class StudyConfig:
         cls.make_params(**self.searcher_params)  # unknown / invalid fixed knobs fail now
         RunSettings(epochs=self.fidelity, seed=self.seed, device=self.device, batch_size=self.batch_size,
                     width=self.width, profile=self.profile)
-        if self.target_metric == "runtime_ms" and self.searcher in ("single-path", "random", "multi-path", "dsnas"):
-            self._check_reachable()
-
-    def _check_reachable(self):
-        from searchers.cost import load_profile
-        from searchers.cost.runtime import runtime_range
-
-        lo, hi = runtime_range(load_profile(self.profile))
-        if not lo <= self.target <= hi:
-            raise UsageError(f"target {self.target:g} ms is outside what profile {self.profile} can reach "
-                             f"({lo:.2f}-{hi:.2f} ms)")
+        _check_data(self.data, self.data_limit)   # a data spec that cannot make a task: refused now, not per trial
+        # the searcher says what it can measure (a runtime model or FLOPs only); the study asks it
+        cls.check_target(target_ms=self.target if self.target_metric == "runtime_ms" else None, profile=self.profile)
 
     @property
     def budget(self) -> int:
@@ -124,7 +129,11 @@ class StudyConfig:
         return cls(**d)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2))
+        atomic_text(path, json.dumps(self.to_json(), indent=2))   # a kill mid-write keeps the old study.json
+
+
+# once per process: every trial rebuilds its StudyConfig from study.json, and the data did pass already
+_check_data = functools.lru_cache(maxsize=8)(check_data)
 
 
 @dataclass(kw_only=True)
@@ -212,8 +221,22 @@ def run_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | Non
             if after is not None:
                 after(searcher, Path(result_dir))
     except Exception as e:  # a trial that raises or diverges is recorded, told as worst, and the study goes on
-        row.status, row.error = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:300]
-        if not isinstance(e, (UsageError,)) and "diverged" not in str(e):
-            row.error += " | " + traceback.format_exc(limit=2).splitlines()[-1][:200]
+        row.status, row.error = "failed", failure_text(e)
     row.wall_s = round(time.perf_counter() - t0, 3)
     return row
+
+
+def failure_text(e: BaseException) -> str:
+    """A failed trial's error column: the exception's own first line, then where it was raised (the
+    innermost frame of its traceback), unless it is the user's input (UsageError) or a divergence."""
+    text = (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0][:300]
+    frames = traceback.extract_tb(e.__traceback__)
+    if frames and not isinstance(e, UsageError) and "diverged" not in str(e):
+        f = frames[-1]
+        text += f" | {Path(f.filename).name}:{f.lineno} in {f.name}"[:200]
+    return text
+
+
+def failed_row(config: StudyConfig, proposal: Proposal, error: str) -> TrialRow:
+    return TrialRow(trial_id=proposal.trial_id, solver=config.solver, params=dict(proposal.params),
+                    fidelity=proposal.fidelity, seed=config.seed, status="failed", target=config.target, error=error)

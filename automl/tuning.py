@@ -104,14 +104,19 @@ def _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, vi
     """Run up to `remaining` trials on `runner`; returns the dashboard URL when Ray started one."""
     dashboard = None
     if runner == "ray":
-        from .runners.ray_tune import run_ray, start_ray
+        from .runners.ray_tune import ray_running, run_ray, start_ray, stop_ray
+        ours = not ray_running()   # a Ray the caller started is the caller's to stop
         dashboard = start_ray(config, verbose=verbose)
-        if dashboard:
-            print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)
-        if view:
-            view.begin(config.concurrency)
-        run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose,
-                callbacks=[view.ray_callback()] if view else ())
+        try:
+            if dashboard:
+                print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)
+            if view:
+                view.begin(config.concurrency)
+            run_ray(config, solver, max_trials=remaining, on_row=record, verbose=verbose,
+                    callbacks=[view.ray_callback()] if view else ())
+        finally:   # ended, failed or interrupted (Ctrl-C): no Ray process outlives the study
+            if ours:
+                stop_ray()
     elif runner == "local":
         from .runners.local import run_local
         from .study import run_trial
@@ -132,13 +137,7 @@ def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = No
     paths = {"trials": out / "trials.csv", "study": out / "study.json"}
     best = table.best(config.fidelity, config.target, lambda r: config.target_obj.measure(r.runtime_ms, r.flops))
     if best is not None and best.result_dir and Path(best.result_dir).is_dir():
-        dst = out / "best"
-        tmp = out / ".best.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(best.result_dir, tmp)
-        shutil.rmtree(dst, ignore_errors=True)
-        tmp.rename(dst)
-        paths["best"] = dst
+        paths["best"] = replace_dir(out / "best", lambda tmp: shutil.copytree(best.result_dir, tmp))
     final = None
     if config.final_epochs and "best" in paths:
         paths["final"], final = train_final(config, paths["best"])
@@ -176,9 +175,21 @@ def train_final(config: StudyConfig, best: Path) -> tuple[Path, dict]:
                                                           f"val {m.val_acc:.4f}  ({m.wall_s:.0f} s)", flush=True))
     finally:
         torch.set_num_threads(threads)
-    tmp = Path(config.out) / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    result.save(tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    replace_dir(dst, result.save)
     return dst, json.loads(done.read_text())
+
+
+def replace_dir(dst: Path, fill: Callable[[Path], object]) -> Path:
+    """Replace folder `dst` with one `fill(tmp)` writes, by renames: best/ and final/ hold the files of
+    one trial, never a mix of two or a half-copied one. POSIX cannot swap two folders in one rename; a
+    kill between the two leaves `dst` absent and its old copy in .dst.old, and every finalize (--resume
+    included) rebuilds it from trials.csv."""
+    tmp, old = dst.with_name(f".{dst.name}.tmp"), dst.with_name(f".{dst.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    fill(tmp)
+    if dst.exists():
+        dst.rename(old)
+    tmp.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+    return dst

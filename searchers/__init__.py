@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from .base import RunSettings, Searcher
-from .data import Task, load_task
+from .data import Task, check_data, load_task
 from .errors import DivergedError, UsageError, check_choice
 from .result import EpochMetrics, SearchResult, load_model
 
@@ -35,5 +35,5 @@ def get_searcher(name: str) -> type[Searcher]:
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["RunSettings", "Searcher", "Task", "load_task", "UsageError", "DivergedError", "check_choice",
+__all__ = ["RunSettings", "Searcher", "Task", "check_data", "load_task", "UsageError", "DivergedError", "check_choice",
            "EpochMetrics", "SearchResult", "load_model", "get_searcher", "list_searchers"]

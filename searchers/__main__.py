@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import typing
@@ -23,7 +22,7 @@ import torch
 
 from . import RunSettings, get_searcher, list_searchers, load_task
 from .errors import DivergedError, UsageError
-from .result import check_writable
+from .result import atomic_write, check_writable
 
 CHECKPOINT = ".checkpoint.pt"
 
@@ -70,20 +69,21 @@ def cmd_run(name: str, argv: list[str]) -> int:
     settings = RunSettings(epochs=args.epochs, seed=args.seed, device=args.device, batch_size=args.batch_size,
                            width=args.width if args.width is not None else (0.25 if args.data == "digits" else 1.0),
                            profile=args.profile, target_ms=args.target_ms)
+    if args.target_ms is not None or cls.needs_runtime_target:
+        cls.check_target(target_ms=args.target_ms, profile=args.profile)
     out = Path(args.out)
     check_writable(out)
-    task = load_task(args.data, limit=args.data_limit)
+    task = load_task(args.data, limit=args.data_limit)   # refuses a data spec that cannot make a task first
     searcher = cls(params, task, settings)
     ckpt = out / CHECKPOINT
     if args.resume and ckpt.exists():
-        searcher.load_state_dict(torch.load(ckpt, weights_only=False))
+        searcher.load_state_dict(torch.load(ckpt, weights_only=True))   # tensors and plain containers only
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=settings.epochs, initial=searcher.epoch, desc=name, unit="epoch", file=sys.stderr)
 
     def on_epoch(m):
-        torch.save(searcher.state_dict(), str(ckpt) + ".tmp")
-        os.replace(str(ckpt) + ".tmp", ckpt)
+        atomic_write(ckpt, lambda p: torch.save(searcher.state_dict(), p))
         rt = f"{m.runtime_ms:.1f}ms" if m.runtime_ms is not None else "-"
         bar.set_postfix_str(f"loss {m.loss:.3f} val {m.val_acc:.3f} R {rt} {m.flops / 1e6:.1f}MMAC")
         bar.update(1)

@@ -38,6 +38,8 @@ class RunSettings:
     def __post_init__(self):
         if self.epochs <= 0:
             raise UsageError(f"epochs must be > 0, got {self.epochs}")
+        if self.seed < 0:   # numpy's generators refuse negative seeds; refuse them here, before any work
+            raise UsageError(f"seed must be >= 0, got {self.seed}")
         if self.batch_size <= 0:
             raise UsageError(f"batch size must be > 0, got {self.batch_size}")
         if not self.width > 0:
@@ -46,6 +48,8 @@ class RunSettings:
             raise UsageError(f"unknown device {self.device!r}; valid choices: cpu, cuda")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError("device 'cuda' asked for but no CUDA GPU is available; valid choices: cpu")
+        from .cost import cached_profile   # late: cost models import the spaces
+        cached_profile(str(self.profile))   # an unknown or unreadable profile fails here, in one line
 
 
 def validate_params(params) -> None:
@@ -63,6 +67,11 @@ class Searcher(abc.ABC):
     Params: ClassVar[type]
     # The hyperparameters the outer loop may tune, with (low, high, log-scale) and why.
     tunable: ClassVar[dict[str, tuple[float, float, bool]]] = {}
+    # What it can measure, asked by the outer loop before any work (automl/study.py), never looked up
+    # by name: a device runtime of its derived networks (an MBConv space with a profile, Eq. 11-17),
+    # and whether it cannot run at all without a runtime target (random search's window).
+    has_runtime_model: ClassVar[bool] = False
+    needs_runtime_target: ClassVar[bool] = False
 
     def __init__(self, params, task: Task, settings: RunSettings):
         if not isinstance(params, self.Params):
@@ -82,6 +91,29 @@ class Searcher(abc.ABC):
         for k in kwargs:
             check_choice(f"hyperparameter of {cls.name}", k, valid)
         return cls.Params(**kwargs)
+
+    @classmethod
+    def check_target(cls, *, target_ms: float | None, profile: str) -> None:
+        """Refuse, before any work, a target this searcher cannot measure or reach: a runtime target
+        (`target_ms`; None means a FLOPs target) needs a runtime model and must lie within what the
+        profile's space can reach (Eq. 11: the fastest and slowest network); random search cannot run
+        without one."""
+        from . import get_searcher, list_searchers
+        from .cost import cached_profile, runtime_range
+
+        if target_ms is None:
+            if cls.needs_runtime_target:
+                raise UsageError(f"searcher {cls.name} samples within a runtime window: it needs a runtime "
+                                 "target (--target-ms)")
+            return
+        if not cls.has_runtime_model:
+            able = [n for n in list_searchers() if get_searcher(n).has_runtime_model]
+            raise UsageError(f"searcher {cls.name} has no runtime model (no device profile for its space), so a "
+                             f"runtime target cannot be measured; use a FLOPs target (--target-mflops) or one of: {', '.join(able)}")
+        lo, hi = runtime_range(cached_profile(str(profile)))
+        if not lo <= target_ms <= hi:
+            raise UsageError(f"target {target_ms:g} ms is outside what profile {profile} can reach "
+                             f"({lo:.2f}-{hi:.2f} ms)")
 
     # -- what each method implements -------------------------------------------------------
     @abc.abstractmethod

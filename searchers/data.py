@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UsageError
+from .result import atomic_write
 
 SPLIT_SEED = 0  # fixed: the data split is part of the task, not of the search
 
@@ -137,22 +138,33 @@ def _digits(image_size: int) -> Task:
     return Task("digits", train, val, test, 10, (0.19,) * 3, (0.33,) * 3, flip=False, pad=2)
 
 
-def _read_folder(root: Path, image_size: int, classes: list[str]):
-    from PIL import Image
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
+SPECS = "digits, cifar10:DIR, or an ImageFolder directory (DIR/train/<class>/*, DIR/val/ and/or DIR/test/)"
 
+
+def _images(cdir: Path) -> list[Path]:
+    """The image files of one class folder, in a fixed order (the loader's and the check's)."""
+    return sorted(f for f in cdir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if cdir.is_dir() else []
+
+
+def _read_image(f: Path, image_size: int) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            if im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise UsageError(f"image {f} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _read_folder(root: Path, image_size: int, classes: list[str]):
     xs, ys = [], []
     for ci, c in enumerate(classes):
-        cdir = root / c
-        if not cdir.is_dir():
-            continue
-        for f in sorted(cdir.iterdir()):
-            if f.suffix.lower() not in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}:
-                continue
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-                if im.size != (image_size, image_size):
-                    im = im.resize((image_size, image_size), Image.BILINEAR)
-                xs.append(torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1))
+        for f in _images(root / c):
+            xs.append(_read_image(f, image_size))
             ys.append(ci)
     if not xs:
         raise UsageError(f"no images found under {root}")
@@ -165,23 +177,80 @@ def _cache_path(root: Path, image_size: int) -> Path:
     return base / f"imagefolder-{key}.pt"
 
 
-def _image_folder(root: Path, image_size: int) -> Task:
+def _folder_layout(root: Path) -> tuple[list[str], list[str]]:
+    """(class names, held-out splits) of an ImageFolder tree, refusing one that cannot make a
+    classification task: no train/, fewer than two classes with images, no val/ or test/ next to
+    train/, or a held-out split with no image of train's classes. Reads directory listings only."""
     if not (root / "train").is_dir():
         raise UsageError(f"data directory {root} has no train/ folder (expected ImageFolder layout: train/ and val/ or test/)")
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    if not classes:
-        raise UsageError(f"data directory {root}/train has no class folders")
+    with_images = [c for c in classes if _images(root / "train" / c)]
+    if len(with_images) < 2:
+        raise UsageError(f"data directory {root}/train has {len(with_images)} class folder(s) with images "
+                         f"({', '.join(with_images) or 'none'}); a classification task needs at least 2")
     held = [s for s in ("val", "test") if (root / s).is_dir()]
     if not held:
         raise UsageError(f"data directory {root} has no val/ or test/ folder next to train/")
+    for s in held:
+        if not any(_images(root / s / c) for c in classes):
+            raise UsageError(f"data directory {root}/{s} holds no images in train's class folders "
+                             f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})")
+    return classes, held
+
+
+def check_data(spec: str, limit: int | None = None) -> None:
+    """Refuse a data spec that cannot make a real classification task, with the reason, before any
+    work and cheaply: the layout from directory listings, and for an ImageFolder not yet in the tensor
+    cache, a decode of the first and last image of every class folder (a full read is the loader's
+    job; a bad image it meets later is still named in one line)."""
+    if limit is not None and limit < 1:
+        raise UsageError(f"data limit must be >= 1 image per split, got {limit}")
+    if spec == "digits":
+        return
+    if spec.startswith("cifar10:"):
+        _check_cifar10(Path(spec.split(":", 1)[1]))
+        return
+    root = Path(spec)
+    if not root.exists():
+        raise UsageError(f"data {spec!r} does not exist; valid choices: {SPECS}")
+    if not root.is_dir():
+        raise UsageError(f"data {spec!r} is not a directory; valid choices: {SPECS}")
+    if not any(root.iterdir()):
+        raise UsageError(f"data directory {spec} is empty; valid choices: {SPECS}")
+    classes, held = _folder_layout(root)
+    if _cache_path(root, 32).exists():
+        return   # the loader read every image of this tree (at the default size) already
+    for s in ("train", *held):
+        for c in classes:
+            files = _images(root / s / c)
+            for f in {files[0], files[-1]} if files else ():
+                _read_image(f, 8)
+
+
+def _check_cifar10(root: Path) -> None:
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
+
+    base = root / CIFAR10.base_folder
+    if not base.is_dir():
+        raise UsageError(f"{root} has no cifar-10-batches-py/ (torchvision's CIFAR-10 layout); nothing is downloaded")
+    # the checksums torchvision checks on every load: a truncated batch fails here, not in every trial
+    for name, md5 in CIFAR10.train_list + CIFAR10.test_list:
+        if not check_integrity(str(base / name), md5):
+            raise UsageError(f"CIFAR-10 file {base / name} is missing or corrupt (checksum); "
+                             "re-extract cifar-10-python.tar.gz there")
+
+
+def _image_folder(root: Path, image_size: int) -> Task:
+    classes, held = _folder_layout(root)
     cache = _cache_path(root, image_size)
     if cache.exists():
         splits = torch.load(cache, weights_only=True)
     else:
         splits = {s: _read_folder(root / s, image_size, classes) for s in ["train", *held]}
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(splits, str(cache) + ".tmp")
-        os.replace(str(cache) + ".tmp", cache)
+        # a unique temp name: Ray workers of one study may read the same folder at the same time
+        atomic_write(cache, lambda p: torch.save(splits, p))
     if len(held) == 2:
         train, val, test = splits["train"], splits["val"], splits["test"]
     else:
@@ -194,8 +263,6 @@ def _image_folder(root: Path, image_size: int) -> Task:
 def _cifar10(root: Path) -> Task:
     from torchvision.datasets import CIFAR10
 
-    if not (root / "cifar-10-batches-py").is_dir():
-        raise UsageError(f"{root} has no cifar-10-batches-py/ (torchvision's CIFAR-10 layout); nothing is downloaded")
     load = lambda train: CIFAR10(str(root), train=train, download=False)
     tr, te = load(True), load(False)
     to_t = lambda ds: (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets))
@@ -210,20 +277,14 @@ def _stats(x: torch.Tensor):
 
 def load_task(spec: str = "digits", *, image_size: int = 32, limit: int | None = None) -> Task:
     """Load a task from its spec (see module doc). `limit` keeps at most N images of each split, stratified."""
+    check_data(spec, limit)   # the reason a spec cannot make a task, in one line, before the long read
     if spec == "digits":
         task = _digits(image_size)
     elif spec.startswith("cifar10:"):
         task = _cifar10(Path(spec.split(":", 1)[1]))
     else:
-        root = Path(spec)
-        if not root.exists():
-            raise UsageError(f"unknown data {spec!r}; valid choices: digits, cifar10:DIR, or an ImageFolder directory")
-        if not root.is_dir() or not any(root.iterdir()):
-            raise UsageError(f"data directory {spec} is empty or not a directory")
-        task = _image_folder(root, image_size)
+        task = _image_folder(Path(spec), image_size)
     if limit is not None:
-        if limit < 1:
-            raise UsageError(f"data limit must be >= 1 image per split, got {limit}")
         task.train, task.val, task.test = (_subset(s, limit) for s in (task.train, task.val, task.test))
     return task
 

@@ -119,6 +119,7 @@ class DSNASNet(CandidateNet):
 class DSNAS(Searcher):
     name = "dsnas"
     Params = DSNASParams
+    has_runtime_model = True  # the Single-Path MBConv space: exact runtime from the profile
     # h linear on [0.05, 0.9]: at the default arch_lr, 0.3 (public code) fixes 17-20 of 20 layers after
     # the first epoch, 0.8 fixes them progressively over ~7 epochs (digits w0.5, 8 epochs); lower
     # values fix on early sampling noise. resource log-uniform on [1e-4, 0.1]: measured on digits

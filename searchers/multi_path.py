@@ -158,6 +158,7 @@ class MultiPathNet(CandidateNet):
 class MultiPathNAS(Searcher):
     name = "multi-path"
     Params = MultiPathParams
+    has_runtime_model = True  # the Single-Path MBConv space: exact runtime from the profile
     # lam log-uniform on [1e-3, 1], the range of single-path (same Eq. 10 term on the same profile), so
     # the paper's comparison at one runtime target searches the same lambda interval.
     tunable = {"lam": (1e-3, 1.0, True)}

@@ -45,6 +45,8 @@ def sample_arch(rng: random.Random, width: float, image_size: int, num_classes: 
 class RandomSearch(Searcher):
     name = "random"
     Params = RandomSearchParams
+    has_runtime_model = True  # the Single-Path MBConv space: exact runtime from the profile
+    needs_runtime_target = True  # it samples within +-window of the target runtime
     tunable = {}  # no trade-off hyperparameter: the target window is the constraint
 
     def __init__(self, params, task, settings):

@@ -83,13 +83,13 @@ class SearchResult:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"result": out / "result.json", "model": out / "model.pt"}
-        _atomic(paths["result"], lambda p: Path(p).write_text(json.dumps(self.to_json(), indent=2)))
+        atomic_text(paths["result"], json.dumps(self.to_json(), indent=2))
         if self.model is not None:
             blob = {"arch": self.arch, "space": self.arch_obj.space, "state_dict": self.model.state_dict()}
-            _atomic(paths["model"], lambda p: torch.save(blob, p))
+            atomic_write(paths["model"], lambda p: torch.save(blob, p))
             if onnx:
                 paths["onnx"] = out / "model.onnx"
-                _atomic(paths["onnx"], lambda p: export_onnx(self.model, self.arch_obj, p))
+                atomic_write(paths["onnx"], lambda p: export_onnx(self.model, self.arch_obj, p))
         return paths
 
 
@@ -119,15 +119,27 @@ def check_writable(out: str | os.PathLike) -> None:
                 pass
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Write `path` as a whole or not at all: `write(tmp)` fills a uniquely named temp file in the same
+    folder (so concurrent writers never share one), which is flushed to disk and renamed over `path`
+    (os.replace is atomic on POSIX). A kill at any moment leaves the old file or the new one, never a
+    truncated one; the fsync makes that hold across a power loss too."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return path
+
+
+def atomic_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda p: Path(p).write_text(text))
 
 
 def export_onnx(model: nn.Module, arch, path) -> None:

@@ -118,6 +118,7 @@ def split_parameters(net: SuperNet) -> tuple[list[nn.Parameter], list[nn.Paramet
 class SinglePathNAS(Searcher):
     name = "single-path"
     Params = SinglePathParams
+    has_runtime_model = True  # the Single-Path MBConv space: exact runtime from the profile
     # lam log-uniform on [1e-3, 1]: on pixel1-single-path (30.6-131.5 ms), measured with
     # benchmarks/lambda_response.py on digits at 2, 4 and 8 epochs, lam 1e-3 keeps 104-126 ms and
     # lam 1 gives the smallest network (31.4 ms); on 10k CIFAR-10 images at 4 epochs, 1e-3 -> 115.6 ms

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -95,6 +96,21 @@ def target_of(args) -> tuple[float, str]:
     if args.target_mflops is not None:
         return args.target_mflops, "mflops"
     return (80.0 if args.target_ms is None else args.target_ms), "runtime_ms"
+
+
+def trial_resources(args, concurrency: int, runner: str = "ray") -> tuple[float, float]:
+    """(cpus, gpus) per trial: the flags, else the machine shared by `concurrency` trials. Checked
+    first: the defaults divide by it."""
+    from searchers.errors import UsageError
+
+    if concurrency < 1:
+        raise UsageError(f"--concurrency must be >= 1 trial at once, got {concurrency}")
+    cpus, gpus = getattr(args, "cpus_per_trial", None), getattr(args, "gpus_per_trial", None)
+    if cpus is None:
+        cpus = max(1.0, (os.cpu_count() or 1) // concurrency)
+    if gpus is None:
+        gpus = 1.0 / concurrency if args.device.startswith("cuda") and runner == "ray" else 0.0
+    return cpus, gpus
 
 
 def default_width(args) -> float:

@@ -4,9 +4,8 @@ fields every sub-study shares. The machinery itself is automl/experiments.py."""
 from __future__ import annotations
 
 import argparse
-import os
 
-from _common import default_width, parse_kv, target_of
+from _common import default_width, parse_kv, target_of, trial_resources
 
 # Flags that change how an experiment runs, not what it computes: --resume may change them.
 RUN_ONLY = ("runner", "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "resume", "out", "quick",
@@ -50,12 +49,8 @@ def parse_list(text: str, kind, flag: str) -> list:
 def study_fields(args, searcher: str | None = None, searcher_params: dict | None = None) -> dict:
     """StudyConfig fields shared by every sub-study of an experiment."""
     target, metric = target_of(args)
-    runner = getattr(args, "runner", "local")
     concurrency = getattr(args, "concurrency", 1)
-    cpus = getattr(args, "cpus_per_trial", None) or max(1.0, (os.cpu_count() or 1) // concurrency)
-    gpus = getattr(args, "gpus_per_trial", None)
-    if gpus is None:
-        gpus = 1.0 / concurrency if args.device.startswith("cuda") and runner == "ray" else 0.0
+    cpus, gpus = trial_resources(args, concurrency, getattr(args, "runner", "local"))
     return dict(searcher=searcher or args.searcher,
                 searcher_params=parse_kv(args.param) if searcher_params is None else searcher_params,
                 target=target, target_metric=metric, data=args.data, data_limit=args.data_limit,

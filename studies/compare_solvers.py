@@ -79,6 +79,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from automl.analysis import best_so_far_long, fidelity_rank_correlation, spread
+    from automl.results import write_csv
     from automl.experiments import prepare_experiment, run_substudy, save_experiment
     from automl.runners.replay import replay_trial_fn
     from automl.study_reports import write_compare_report
@@ -123,10 +124,10 @@ def main(argv=None) -> int:
 
     paths = {"curves": out / "curves.csv", "trials": out / "all_trials.csv", "kendall": out / "kendall.csv",
              "summary": out / "summary.csv"}
-    curves.to_csv(paths["curves"], index=False)
-    trials.to_csv(paths["trials"], index=False)
-    kendall.to_csv(paths["kendall"], index=False)
-    summary.to_csv(paths["summary"], index=False)
+    write_csv(curves, paths["curves"])
+    write_csv(trials, paths["trials"])
+    write_csv(kendall, paths["kendall"])
+    write_csv(summary, paths["summary"])
     paths["report"] = write_compare_report(out / "report.html", curves, trials, kendall, summary,
                                            first, args.budget_epochs, table is not None)
 

@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     from pathlib import Path
 
     from automl.analysis import fidelity_rank_correlation
+    from automl.results import write_csv
     from automl.experiments import prepare_experiment, run_substudy, save_experiment
     from automl.runners.replay import epoch_table
     from automl.solvers.grid import GridSolver
@@ -91,10 +92,10 @@ def main(argv=None) -> int:
                          solver=GridSolver(config.space(), points, seed=args.seed), on_row=progress("grid"),
                          verbose=int(args.verbose))
     df = table.frame().rename(columns={"fidelity": "epochs"})
-    df.to_csv(out / "grid.csv", index=False)
-    epoch_table(out / "grid").to_csv(out / "epochs.csv", index=False)
+    write_csv(df, out / "grid.csv")
+    write_csv(epoch_table(out / "grid"), out / "epochs.csv")
     kendall = fidelity_rank_correlation(table.frame(), [name])
-    kendall.to_csv(out / "kendall.csv", index=False)
+    write_csv(kendall, out / "kendall.csv")
     best = best_per_epochs(df, name)
     report = write_grid_report(out / "report.html", df, best, kendall, config, name)
 

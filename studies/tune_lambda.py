@@ -18,10 +18,10 @@ and the paths of trials.csv, study.json, best/, verdict.json and report.html.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from _common import add_common, add_solver_options, default_width, parse_kv, parse_ranges, run_cli, target_of
+from _common import add_common, add_solver_options, default_width, parse_kv, parse_ranges, run_cli, target_of, \
+    trial_resources
 
 from automl.solvers import list_solvers
 
@@ -67,9 +67,7 @@ def config_from_args(args):
     from automl.study import StudyConfig
 
     target, metric = target_of(args)
-    cpus = args.cpus_per_trial or max(1.0, (os.cpu_count() or 1) // args.concurrency)
-    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
-        1.0 / args.concurrency if args.device.startswith("cuda") else 0.0)
+    cpus, gpus = trial_resources(args, args.concurrency, args.runner)
     return StudyConfig(out=study_folder(args), searcher=args.searcher, searcher_params=parse_kv(args.param),
                        solver=args.solver, solver_options=parse_kv(args.solver_option, "--solver-option"),
                        target=target, target_metric=metric, trials=args.trials,

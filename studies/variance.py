@@ -88,7 +88,7 @@ def plan(args):
     """Per formulation: the tuning study's config (None: nothing to tune) and the repeats' base config."""
     from automl.solvers import list_solvers, make_solver
     from automl.study import StudyConfig
-    from searchers import RunSettings, get_searcher
+    from searchers import RunSettings, check_data, get_searcher
     from searchers.errors import UsageError, check_choice
 
     if args.searcher != "single-path":
@@ -106,10 +106,12 @@ def plan(args):
                                trials=args.tune_trials, fidelity=args.epochs, min_fidelity=args.epochs, seed=args.seed)
             make_solver(tune.solver, tune.space(), budget_epochs=tune.budget, seed=tune.seed,   # ranges now
                         **tune.solver_options)
-        else:   # random search by rejection: its runtime window is its only knob
-            if fields["target_metric"] != "runtime_ms":
-                raise UsageError(f"formulation {name} samples within a runtime window: it needs --target-ms")
-            get_searcher(searcher).make_params(**params)
+        else:   # random search by rejection: its runtime window is its only knob; no StudyConfig checks it
+            cls = get_searcher(searcher)
+            cls.check_target(target_ms=fields["target"] if fields["target_metric"] == "runtime_ms" else None,
+                             profile=args.profile)
+            check_data(args.data, args.data_limit)
+            cls.make_params(**params)
             tune = None
         RunSettings(epochs=args.epochs, seed=args.seed, device=args.device, batch_size=args.batch_size,
                     width=fields["width"], profile=args.profile)
@@ -125,6 +127,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from automl.analysis import spread
+    from automl.results import write_csv
     from automl.experiments import prepare_experiment, save_experiment
     from automl.study_reports import write_variance_report
     from automl.tuning import prepare_out
@@ -171,9 +174,9 @@ def main(argv=None) -> int:
     summary = spread(runs, ["formulation", "kind"], ["val_acc", "test_acc", "runtime_ms", "flops", "reward"]) \
         if len(runs) else pd.DataFrame()
     paths = {"runs": out / "runs.csv", "summary": out / "summary.csv", "tuned": out / "tuned.csv"}
-    runs.to_csv(paths["runs"], index=False)
-    summary.to_csv(paths["summary"], index=False)
-    pd.DataFrame(tuned).to_csv(paths["tuned"], index=False)
+    write_csv(runs, paths["runs"])
+    write_csv(summary, paths["summary"])
+    write_csv(pd.DataFrame(tuned), paths["tuned"])
     if len(runs):
         paths["report"] = write_variance_report(out / "report.html", runs, summary, _target(plans), notes)
     print("\n" + (summary.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(summary) else "no runs"))

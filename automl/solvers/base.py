@@ -110,10 +110,3 @@ class Solver(abc.ABC):
     @abc.abstractmethod
     def _tell(self, obs: Observation) -> None:
         ...
-
-    def best(self) -> Observation | None:
-        """Best successful observation at full fidelity (at any fidelity if none is full); failed
-        trials never count, even when every other reward is 0."""
-        ok = [o for o in self.history if o.reward is not None]
-        full = [o for o in ok if o.fidelity >= self.space.max_fidelity] or ok
-        return max(full, key=lambda o: o.value, default=None)

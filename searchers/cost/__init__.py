@@ -28,7 +28,7 @@ class Cost:
 
 
 @lru_cache(maxsize=16)
-def _cached_profile(name_or_path: str) -> Profile:
+def cached_profile(name_or_path: str) -> Profile:
     # Profiles are read-only tables; a search asks for the same one at every epoch.
     return load_profile(name_or_path)
 
@@ -38,7 +38,7 @@ def exact_cost(arch, task, settings) -> Cost:
     architecture's own image size, parameters of the built network. `task` is unused beyond the arch,
     which already carries the task's image size and class count."""
     if getattr(arch, "space", None) == "mbconv":
-        profile = _cached_profile(str(settings.profile))
+        profile = cached_profile(str(settings.profile))
         return Cost(runtime_ms=exact_runtime(profile, arch), flops=float(count_flops(arch)),
                     params=count_params(arch))
     # Other spaces (DARTS-style cells) have no device profile; they count their own FLOPs.
@@ -46,6 +46,6 @@ def exact_cost(arch, task, settings) -> Cost:
     return Cost(runtime_ms=None, flops=float(arch.flops()), params=int(params))
 
 
-__all__ = ["Cost", "exact_cost", "Profile", "load_profile", "list_profiles", "exact_runtime", "runtime_range",
+__all__ = ["Cost", "exact_cost", "cached_profile", "Profile", "load_profile", "list_profiles", "exact_runtime", "runtime_range",
            "Indicators", "layer_runtime", "differentiable_runtime", "hard_indicators", "count_flops",
            "count_params", "describe", "net_counts", "MBConvDesc", "NetDesc"]

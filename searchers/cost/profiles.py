@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..result import atomic_text
 from ..spaces.mbconv import KERNELS, EXPANSIONS, NUM_SEARCHABLE, feature_sizes, layer_specs
 
 BUNDLED_DIR = Path(__file__).parent / "profiles"
@@ -94,7 +95,7 @@ class Profile:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        atomic_text(path, json.dumps(self.to_json(), indent=1) + "\n")
         return path
 
 

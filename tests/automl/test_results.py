@@ -45,6 +45,18 @@ def test_over_target_trial_is_never_delivered_while_one_meets_it(tmp_path):
     assert t.best(8).trial_id == 0                          # no target: plain Eq. 19 maximum at full fidelity
 
 
+def test_a_failed_trial_is_never_delivered(tmp_path):
+    """Failed rows keep the numbers they had (a search that diverged after its runtime was known), but
+    are never delivered, not even over a successful trial of reward 0; all failed: nothing to deliver."""
+    failed = TrialRow(trial_id=0, solver="bo", params={"lam": 0.1}, fidelity=8, seed=0, status="failed",
+                      error="diverged", val_acc=0.99, runtime_ms=60.0, flops=1e6, target=TARGET)
+    zero = row(1, 0.0, 70.0)
+    t = table_of(tmp_path, [failed, zero])
+    assert t.best(8, TARGET, ms).trial_id == 1 and t.best(8).trial_id == 1
+    t = table_of(tmp_path, [failed], name="all-failed")
+    assert t.best(8, TARGET, ms) is None and t.best(8) is None
+
+
 def test_ties_go_to_the_trial_nearest_the_target_from_below(tmp_path):
     t = table_of(tmp_path, [row(0, 0.990, 40.0), row(1, 0.985, 79.0), row(2, 0.900, 80.0), row(3, 0.995, 120.0)])
     assert t.best(8).trial_id == 0                          # plain Eq. 19 maximum
@@ -123,3 +135,47 @@ def test_correctness_round_trips_and_old_tables_load(tmp_path):
     assert old.best(8, TARGET, ms).trial_id == 0
     old.save()
     assert "val_correct" in pd.read_csv(tmp_path / "old.csv").columns
+
+
+WRITER = r"""
+import sys
+from automl.results import TrialsTable
+from automl.study import StudyConfig, TrialRow
+out = sys.argv[1]
+cfg = StudyConfig(out=out, solver="random", target=80.0, trials=1, fidelity=1, min_fidelity=1, data_limit=8)
+table = TrialsTable(out + "/trials.csv", ["lam"])
+print("ready", flush=True)
+for i in range(10**9):   # until killed: every write is a whole file, so a kill lands mid-write often
+    cfg.save(__import__("pathlib").Path(out) / "study.json")
+    table.append(TrialRow(trial_id=i, solver="random", params={"lam": 0.01}, fidelity=1, seed=0, status="ok",
+                          val_acc=0.5, val_n=100, runtime_ms=70.0, flops=1e6, target=80.0, reward=0.5,
+                          arch="x" * 2000, error=""))
+"""
+
+
+def test_study_json_and_trials_csv_survive_a_writer_killed_mid_write(tmp_path):
+    """kill -9 of the writer at any moment: study.json and trials.csv are the last whole version (was:
+    a plain write of study.json; a kill mid-write left truncated JSON and --resume died on it)."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from automl.study import StudyConfig
+
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=root, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    seen, t0 = [], time.perf_counter()
+    while time.perf_counter() - t0 < 1.5 or len(seen) < 3:   # read while it writes
+        if (tmp_path / "trials.csv").exists():
+            seen.append(len(TrialsTable(tmp_path / "trials.csv", ["lam"]).rows))
+            StudyConfig.from_json(json.loads((tmp_path / "study.json").read_text()))
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    rows = TrialsTable(tmp_path / "trials.csv", ["lam"]).rows
+    assert [r.trial_id for r in rows] == list(range(len(rows))) and len(rows) >= seen[-1] > 0
+    assert seen == sorted(seen)   # a reader never saw rows vanish or a torn table
+    StudyConfig.from_json(json.loads((tmp_path / "study.json").read_text()))

@@ -21,6 +21,11 @@ def tiny_config(tmp_path, **kw):
     (dict(budget_epochs=4, fidelity=8), "smaller than one trial"),
     (dict(searcher="nope"), "valid choices"),
     (dict(searcher_params={"colour": 1}), "valid choices"),
+    (dict(searcher="gold"), "gold has no runtime model"),
+    (dict(searcher="entran", target_metric="mflops", target=5.0, data="/nonexistent"), "does not exist"),
+    (dict(concurrency=0), "trials and concurrency must be >= 1, got 3 and 0"),
+    (dict(data_limit=0), "data limit must be >= 1"),
+    (dict(cpus_per_trial=float("inf")), "cpus per trial must be > 0"),
 ])
 def test_bad_study_config_is_refused(kw, message, tmp_path):
     with pytest.raises(UsageError, match=message):

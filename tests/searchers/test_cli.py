@@ -60,6 +60,11 @@ def test_info_prices_an_arch_string_and_a_result_file(tmp_path):
     (["info", "--arch", ARCH.replace("w0.25 ", "")], "bad head 'mbconv i32 n10'; an mbconv architecture is"),
     (["info", "--arch", ARCH.rsplit("|", 1)[0]], "4 stages after the head, need 5"),
     (["info", "--arch", ARCH.replace(" k3e3 |", " |", 1)], "stage 3 'k3e3 k3e3 k3e3' has 3 layers, need 4"),
+    (["run", "gold", "--target-ms", "80"], "gold has no runtime model"),     # asked of the searcher
+    (["run", "random"], "needs a runtime target (--target-ms)"),
+    (["run", "random", "--target-ms", "300"], "outside what profile pixel1-single-path can reach"),
+    (["run", "single-path", "--data-limit", "0"], "data limit must be >= 1"),
+    (["run", "single-path", "--seed", "-1"], "seed must be >= 0"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message, tmp_path):
     if "--out" not in args:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import random
+from filecmp import cmp as cmp_files
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -216,8 +218,11 @@ def test_mbconv_counts_match_built_network(seed, width, size):
 def test_exact_cost():
     arch = MBConvArch.largest()
     cost = exact_cost(arch, None, RunSettings(profile=SP))
-    assert cost == Cost(runtime_ms=exact_runtime(load_profile(SP), arch), flops=float(count_flops(arch)),
-                        params=count_params(arch))
+    # independent references: the profile's slowest network (its documented 131.46 ms on Pixel 1), MACs
+    # counted by forward hooks on the built network, parameters of the built network
+    assert cost.runtime_ms == pytest.approx(131.46, abs=0.005)
+    assert cost.flops == hook_macs(on_meta(arch.build), arch.image_size)
+    assert cost.params == sum(q.numel() for q in arch.build().parameters())
 
     class CellArch:  # another space: counts its own FLOPs, has no device runtime
         space = "cells"
@@ -244,7 +249,13 @@ def test_tiny_cpu_profile_and_validate(tmp_path, capsys):
     assert p.input_size == 32 and p.width == 0.25 and p.constant_ms > 0 and len(p.se_factors) == 80
     assert all(v > 0 for t in p.tables.values() for v in t.values())
     v = p.measured["validation"]
-    assert len(v["measured_ms"]) == 3 and v["mae_pct"] >= 0 and v["rmse_ms"] >= 0
+    assert len(v["measured_ms"]) == 3
+    # the validation compares what the saved profile predicts for each network with its measured time
+    predicted = np.array([exact_runtime(p, MBConvArch.parse(a)) for a in v["archs"]])
+    measured = np.array(v["measured_ms"])
+    np.testing.assert_allclose(v["predicted_ms"], predicted, rtol=1e-9)
+    assert v["mae_pct"] == pytest.approx(100 * np.mean(np.abs(predicted - measured) / measured))
+    assert v["rmse_ms"] == pytest.approx(np.sqrt(np.mean((predicted - measured) ** 2)))
     assert load_profile(str(tmp_path / "cpu.json")) == p
     again = validate(p, 2, seed=5, progress=False)  # timing settings come from the profile
     assert len(again.archs) == 2 and "mean abs error" in capsys.readouterr().out
@@ -313,3 +324,11 @@ def test_arch_strings_round_trip_and_bad_ones_name_the_token():
                           ([*good[:2], "skip k3e3 k3e3 k3e3", *good[3:]], "'skip' at layer 5")]:
         with pytest.raises(UsageError, match=match):
             MBConvArch.parse(" | ".join(stages))
+
+
+@pytest.mark.parametrize("name, file", [("pixel1-single-path", "pixel1-single-path.json"),
+                                        ("pixel1-proxylessnas-mobile", "pixel1-proxylessnas-mobile.yaml")])
+def test_bundled_profiles_are_the_published_tables(shared_data, name, file):
+    """The bundled copies read as the reference files the papers' code published (../shared/data)."""
+    assert load_profile(name) == load_profile(shared_data / "device-profiles" / file)
+    assert cmp_files(BUNDLED_DIR / file, shared_data / "device-profiles" / file)

@@ -137,7 +137,16 @@ def test_kendall_tau_of_low_vs_full_fidelity(recorded):
     k = fidelity_rank_correlation(df, ["lam"])
     assert list(k.columns[:3]) == ["low_fidelity", "full_fidelity", "n"]
     assert k.iloc[0].n == 4 and k.iloc[0].tau_val_acc == pytest.approx(1.0)   # same order of accuracy
-    assert -1.0 <= k.iloc[0].tau_reward <= 1.0
+    # Eq. 19 at RT 80 by hand (recorded_value): fidelity 1 rewards .492 .649 .700 .650, fidelity 2
+    # .554 .648 .800 .750 (lam .001 .01 .1 1): all 6 pairs ordered alike, tau 1; exact two-sided p of
+    # tau 1 among 4 items: 2 of 4! orderings
+    assert k.iloc[0].tau_reward == pytest.approx(1.0) and k.iloc[0].p_reward == pytest.approx(2 / 24)
+    # lam .1 at fidelity 1 down to 0.6 (below .649 and .650): pairs (.01, .1) and (.1, 1) flip, 4 of 6
+    # concordant, tau (4 - 2) / 6
+    low = (df.fidelity == 1) & (df.lam.astype(str) == "0.1")
+    assert low.sum() == 1
+    df.loc[low, ["val_acc", "reward"]] = "0.6"   # runtime 55 ms, under the target: reward = accuracy
+    assert fidelity_rank_correlation(df, ["lam"]).iloc[0].tau_reward == pytest.approx(2 / 6)
 
 
 # -- the studies' --quick runs, smaller still ----------------------------------------------------------
