@@ -71,7 +71,7 @@ def test_bad_solver_option_is_refused_before_any_work(argv, message, tmp_path, c
 
 def test_unknown_solver_option_exits_2_as_a_subprocess(tmp_path):
     out = tmp_path / "o"
-    p = subprocess.run([sys.executable, "studies/tune_lambda.py", "--solver", "bo", "--solver-option", "nope=1",
+    p = subprocess.run([sys.executable, "studies/tune_lambda.py", "--solver-option", "nope=1",
                         "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
