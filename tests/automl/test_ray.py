@@ -184,8 +184,30 @@ def test_a_killed_drivers_ray_processes_are_stopped_by_the_next_start(tmp_path):
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         time.sleep(5)
-        orphans = marked_processes(mark)
-        assert agent(orphans), orphans   # Ray's behaviour: the agents outlive the driver and the raylet
+        # Ray's agents usually outlive the killed driver and its raylet (in 3 of 4 runs here; in the
+        # fourth none was left): the resumed study must stop any that did and leave nothing of its own.
+        # The reaping itself is tested deterministically below.
         r = subprocess.run([*argv, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         assert left_after(mark) == []
+
+
+def test_reap_stops_the_recorded_nodes_processes_only_once_its_driver_is_gone(tmp_path):
+    from automl.runners.ray_tune import NODE_FILE, _start_time, reap_killed_node
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    ours = subprocess.Popen(sleeper, env={**os.environ, "RAY_NODE_ID": "n-killed"})
+    other = subprocess.Popen(sleeper, env={**os.environ, "RAY_NODE_ID": "n-other"})
+    try:
+        time.sleep(0.5)   # both have exec'd: their environments are readable
+        record = tmp_path / NODE_FILE
+        record.write_text(json.dumps({"node_id": "n-killed", "driver_pid": os.getpid(),
+                                      "driver_start": _start_time(os.getpid())}))
+        assert reap_killed_node(tmp_path) == [] and ours.poll() is None   # its driver still runs
+        record.write_text(json.dumps({"node_id": "n-killed", "driver_pid": os.getpid(), "driver_start": -1}))
+        assert reap_killed_node(tmp_path) == [ours.pid]   # a pid reused by another process is not the driver
+        assert ours.wait(timeout=10) == -signal.SIGKILL and other.poll() is None and not record.exists()
+    finally:
+        for proc in (ours, other):
+            proc.kill()
+            proc.wait()
