@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from searchers import RunSettings, UsageError
 from searchers.cost import exact_cost
-from searchers.training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch
+from searchers.training import train_one_epoch
 
 from .results import write_json
 
@@ -28,22 +27,13 @@ def proxy_train(arch, task, settings: RunSettings, *, lr: float = 3e-3) -> dict:
     task.to(device)
     model = arch.build().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    n_steps = steps_per_epoch(len(task.train[1]), settings.batch_size)
-    loss_m = Mean()
-    for epoch in range(settings.epochs):
-        model.train()
-        for step, (x, y) in enumerate(task.batches("train", settings.batch_size, generator, augment=True,
-                                                   drop_last=True)):
-            set_lr(opt, cosine_lr(lr, epoch, step, n_steps, settings.epochs))
-            opt.zero_grad(set_to_none=True)
-            with autocast(device):
-                loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            loss_m.add(loss)
+    # every epoch has the same number of steps: the mean of the epochs' means is the mean over all steps
+    losses = [train_one_epoch(model, opt, task, batch_size=settings.batch_size, generator=generator, lr=lr,
+                              epoch=epoch, epochs=settings.epochs, device=device)
+              for epoch in range(settings.epochs)]
     cost = exact_cost(arch, task, settings)
     return dict(val_acc=task.accuracy(model, "val"), test_acc=task.accuracy(model, "test"),
-                runtime_ms=cost.runtime_ms, flops=cost.flops, loss=loss_m.get(), arch=str(arch))
+                runtime_ms=cost.runtime_ms, flops=cost.flops, loss=sum(losses) / len(losses), arch=str(arch))
 
 
 SAMPLES = "arch_samples.json"
