@@ -17,11 +17,12 @@ from typing import Callable
 
 from searchers.errors import UsageError
 
+from .journal import resume_solver
 from .results import TrialsTable, write_json
 from .runners.local import run_local
 from .solvers import Solver, make_solver
 from .solvers.base import Proposal
-from .study import StudyConfig, TrialRow, cached_task, observation, run_trial
+from .study import StudyConfig, TrialRow, cached_task, run_trial
 from .tuning import prepare_out
 
 EXPERIMENT, DONE = "experiment.json", "done.json"
@@ -60,12 +61,12 @@ def is_done(out: str | os.PathLike) -> bool:
 
 
 def light_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | None = None,
-                after: Callable | None = None) -> TrialRow:
+                after: Callable | None = None, checkpoint: Path | None = None) -> TrialRow:
     """run_trial, saving result.json (per-epoch history included) and model.pt but no ONNX: on a CPU
     the export costs about as much as a tiny search, and an experiment of hundreds of searches deploys
     none of them (model.pt exports later). `after(searcher, result_dir)` may save more (e.g. samples of
     a softmax distribution, which only the live searcher holds)."""
-    return run_trial(config, proposal, result_dir=result_dir, onnx=False, after=after)
+    return run_trial(config, proposal, result_dir=result_dir, onnx=False, after=after, checkpoint=checkpoint)
 
 
 _dashboard_printed = False
@@ -91,9 +92,7 @@ def run_substudy(config: StudyConfig, *, resume: bool, runner: str = "local", so
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "study.json")
     table = TrialsTable(out / "trials.csv", space.names)
-    for row in table.rows:   # an interrupted sub-study: finished trials are told, not re-run
-        solver.charge(row.fidelity, row.trial_id)
-        solver.tell(observation(config, row))
+    solver = resume_solver(solver, config, table)   # an interrupted sub-study goes on where it stopped
 
     def record(row: TrialRow):
         if label:

@@ -147,17 +147,19 @@ class LiveView:
         """A ray.tune Callback feeding this view from Ray Tune's events (imported only with Ray)."""
         from ray.tune import Callback
 
+        from .runners.ray_tune import PROPOSAL, ROW
+
         view = self
 
         def our_id(trial) -> int | None:
-            return trial.config.get("trial")   # our trial id, sent with the proposal (runners/ray_tune.py)
+            return trial.config[PROPOSAL]["trial_id"]   # the proposal the runner sent (runners/ray_tune.py)
 
         class LiveViewCallback(Callback):
             def on_trial_start(self, iteration, trials, trial, **info):
                 view.started(our_id(trial))
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
-                if not result.get("done_row") and "epoch" in result:   # per-epoch reports, not the final row
+                if ROW not in result and "epoch" in result:   # per-epoch reports, not the final row
                     view.epoch(our_id(trial), int(result["epoch"]))
 
             def on_trial_complete(self, iteration, trials, trial, **info):

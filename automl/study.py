@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from searchers import RunSettings, check_data, get_searcher, list_searchers, load_task
 from searchers.errors import UsageError, check_choice
-from searchers.result import atomic_text
+from searchers.result import atomic_text, atomic_write
 
 from .reward import Target, reward
 from .solvers import check_solver_options, get_solver, list_solvers
@@ -197,18 +197,58 @@ def make_searcher(config: StudyConfig, proposal: Proposal):
     return cls(params, cached_task(config.data, config.data_limit), config.settings(proposal.fidelity))
 
 
+def checkpoint_path(config: StudyConfig, trial_id: int) -> Path:
+    return Path(config.out) / "checkpoints" / f"{trial_id:04d}.pt"
+
+
+def _checkpoint_key(config: StudyConfig, proposal: Proposal) -> dict:
+    return {"trial_id": proposal.trial_id, "params": proposal.params, "fidelity": proposal.fidelity,
+            "seed": config.seed}
+
+
+def _load_checkpoint(path: Path, key: dict, searcher) -> None:
+    """Continue `searcher` from its last epoch when `path` holds this very trial's state (a trial that
+    was running when its study or its worker died); otherwise it starts at epoch 0."""
+    import torch
+
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        if saved["key"] == key:
+            searcher.load_state_dict(saved["state"])
+
+
+def _save_checkpoint(path: Path, key: dict, searcher) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save({"key": key, "state": searcher.state_dict()}, tmp))
+
+
 def run_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | None = None,
               on_epoch: Callable | None = None, searcher=None, onnx: bool = True,
-              after: Callable | None = None) -> TrialRow:
+              after: Callable | None = None, checkpoint: Path | None = None) -> TrialRow:
     """Run one inner search for `proposal`; failures (exceptions, NaN) become a failed row.
     The result goes to `result_dir` (ONNX export optional: on a CPU it costs about a tiny search);
-    `after(searcher, result_dir)` may save more from the live searcher (e.g. softmax samples)."""
+    `after(searcher, result_dir)` may save more from the live searcher (e.g. softmax samples).
+    `checkpoint`: the searcher's whole state is saved there after every epoch (atomically), and a
+    trial started again (a resumed study, a restarted worker) continues from it; removed once the
+    trial has its result. On CPU the continued search is bit-identical to an uninterrupted one."""
     row = TrialRow(trial_id=proposal.trial_id, solver=config.solver, params=dict(proposal.params),
                    fidelity=proposal.fidelity, seed=config.seed, target=config.target)
     t0 = time.perf_counter()
+    key = _checkpoint_key(config, proposal)
+
+    def epoch_done(m):
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, key, searcher)
+        if on_epoch is not None:
+            on_epoch(m)
+
     try:
         searcher = searcher or make_searcher(config, proposal)
-        result = searcher.run(on_epoch)
+        if checkpoint is not None:
+            _load_checkpoint(checkpoint, key, searcher)
+        result = searcher.run(epoch_done)
         row.val_acc, row.test_acc = result.val_acc, result.test_acc
         row.val_n, row.val_correct = len(searcher.task.val[1]), result.val_correct
         row.runtime_ms, row.flops, row.arch = result.runtime_ms, result.flops, result.arch
@@ -222,6 +262,8 @@ def run_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | Non
                 after(searcher, Path(result_dir))
     except Exception as e:  # a trial that raises or diverges is recorded, told as worst, and the study goes on
         row.status, row.error = "failed", failure_text(e)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     row.wall_s = round(time.perf_counter() - t0, 3)
     return row
 

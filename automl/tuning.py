@@ -13,9 +13,10 @@ from typing import Callable
 from searchers.errors import UsageError
 from searchers.result import check_writable
 
+from .journal import resume_solver
 from .live import LiveView
 from .results import TrialsTable, write_json
-from .study import StudyConfig, TrialRow, cached_task, observation
+from .study import StudyConfig, TrialRow, cached_task
 from .verdict import Verdict, make_verdict
 
 # Fields a resumed study may change: how it runs, not what it computes.
@@ -43,7 +44,11 @@ def prepare_out(config: StudyConfig, resume: bool) -> Path:
     if stored_path.exists():
         if not resume:
             raise UsageError(f"--out {out} already holds a study; pass --resume to continue it or choose another --out")
-        stored = StudyConfig.from_json(json.loads(stored_path.read_text()))
+        try:
+            stored = StudyConfig.from_json(json.loads(stored_path.read_text()))
+        except (ValueError, TypeError) as e:   # not ours, or edited by hand (ours is written atomically)
+            raise UsageError(f"{stored_path} is not a study this tool wrote ({type(e).__name__}: "
+                             f"{str(e)[:120]}); choose another --out") from None
         diff = [f.name for f in dataclasses.fields(StudyConfig)
                 if f.name not in RESUMABLE_CHANGES and getattr(stored, f.name) != getattr(config, f.name)]
         if diff:
@@ -59,14 +64,23 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
               live: bool = False, on_start: Callable[[Path], None] | None = None) -> StudyOutcome:
     """`verbose`: Ray Tune's own output (0: none). `live`: print the compact view (automl/live.py).
     `on_start(out)`: called once the input is checked and the study folder exists, before any trial."""
-    from .solvers import make_solver
-
     # Absolute: Ray runs each trial in its own working directory, where a relative --out would land.
     config = dataclasses.replace(config, out=str(Path(config.out).resolve()))
     out = prepare_out(config, resume)
-    if runner == "ray":
-        from .runners.ray_tune import check_address
-        check_address(config.address)
+    joined = None
+    if runner == "ray" and config.address:   # a cluster that cannot be joined is refused before any write
+        from .runners.ray_tune import join_ray, stop_ray
+        joined = join_ray(config)
+    try:
+        return _run_study(config, out, resume, runner, on_row, trial_fn, verbose, live, on_start, joined)
+    finally:
+        if config.address and runner == "ray":
+            stop_ray()   # disconnects from the joined cluster; never stops it
+
+
+def _run_study(config, out, resume, runner, on_row, trial_fn, verbose, live, on_start, joined) -> StudyOutcome:
+    from .solvers import make_solver
+
     space = config.space()
     solver = make_solver(config.solver, space, budget_epochs=config.budget, seed=config.seed,
                          **config.solver_options)
@@ -75,9 +89,9 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
     if on_start:
         on_start(out)
     table = TrialsTable(out / "trials.csv", space.names)
-    for row in table.rows:  # resume: the solver learns every finished trial again; none is re-run
-        solver.charge(row.fidelity, row.trial_id)
-        solver.tell(observation(config, row))
+    # resume: the solver replays its journal (automl/journal.py); finished trials are not re-run, and
+    # those that were running continue from their last epoch
+    solver = resume_solver(solver, config, table)
 
     # With Ray's own lines on (verbose), the view prints plain lines: no redraw in place among them.
     view = LiveView(config, done=table.rows, tty=None if verbose == 0 else False) if live else None
@@ -93,20 +107,21 @@ def run_study(config: StudyConfig, *, resume: bool = False, runner: str = "ray",
     dashboard = None
     if remaining > 0:
         try:
-            dashboard = _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, view)
+            dashboard = _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, view, joined)
         finally:   # an interrupted run too leaves its last progress line, ended by a newline
             if view:
                 view.close()
     return finalize(config, table, dashboard)
 
 
-def _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, view) -> str | None:
-    """Run up to `remaining` trials on `runner`; returns the dashboard URL when Ray started one."""
+def _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, view, joined) -> str | None:
+    """Run up to `remaining` trials on `runner`; returns the dashboard URL when Ray has one (`joined`:
+    that of the cluster run_study joined)."""
     dashboard = None
     if runner == "ray":
         from .runners.ray_tune import ray_running, run_ray, start_ray, stop_ray
-        ours = not ray_running()   # a Ray the caller started is the caller's to stop
-        dashboard = start_ray(config, verbose=verbose)
+        ours = not ray_running()   # a Ray the caller started (or joined) is the caller's to stop
+        dashboard = joined or start_ray(config, verbose=verbose)
         try:
             if dashboard:
                 print(f"Ray dashboard: {dashboard}  (token auth: see README)", flush=True)

@@ -119,6 +119,10 @@ def check_writable(out: str | os.PathLike) -> None:
                 pass
 
 
+_UMASK = os.umask(0)   # read once (it can only be read by setting it), then put back
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Write `path` as a whole or not at all: `write(tmp)` fills a uniquely named temp file in the same
     folder (so concurrent writers never share one), which is flushed to disk and renamed over `path`
@@ -127,6 +131,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp's 0600 would make every file we write owner-only
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

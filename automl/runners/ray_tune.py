@@ -1,16 +1,19 @@
 """Ray Tune runs every trial: one adapter turns any of our solvers into a ray.tune Searcher, and one
 function trainable runs a full inner search, reporting and checkpointing every epoch.
 
-Checkpoints: each epoch the searcher's full state goes into a Tune checkpoint, so a trial restarted
-after a lost worker (FailureConfig(max_failures=...)) continues from its last epoch, bit-identically
-on CPU. The solver sees only the finished trial's Eq. 19 reward, through on_trial_complete.
+Checkpoints: each epoch the searcher's full state is saved under the study folder (study.run_trial),
+so a trial restarted after a lost worker (FailureConfig(max_failures=...)) or by a resumed study
+continues from its last epoch, bit-identically on CPU. On a multi-node cluster the study folder must
+be on storage every node sees (as Ray's own storage_path must). The solver sees only the finished
+trial's Eq. 19 parts, through on_trial_complete.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import socket
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -19,10 +22,7 @@ import torch
 from searchers.errors import UsageError
 
 from ..solvers.base import Proposal, Solver
-from ..study import StudyConfig, TrialRow, failed_row, failure_text, make_searcher, observation, run_trial, \
-    trial_reward
-
-STATE_FILE = "searcher_state.pt"
+from ..study import StudyConfig, TrialRow, checkpoint_path, failed_row, observation, run_trial, trial_reward
 
 
 def check_address(address: str | None) -> None:
@@ -37,45 +37,45 @@ def check_address(address: str | None) -> None:
         socket.create_connection((host, int(port)), timeout=3).close()
     except OSError as e:
         raise UsageError(f"cannot reach Ray cluster at {address}: {e.strerror or e}") from None
+    # A Ray head's GCS speaks gRPC. Any other server accepts the TCP connection too, and ray.init then
+    # retries for minutes (measured: still retrying after 5 min): a gRPC handshake tells them apart.
+    import grpc
+
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=10)
+    except grpc.FutureTimeoutError:
+        raise UsageError(f"no Ray head answers at {address} (something listens there, but not Ray's GCS); "
+                         "give the address `ray start --head` printed") from None
+    finally:
+        channel.close()
 
 
-PROPOSAL_KEYS = ("trial", "epochs", "info")
+PROPOSAL = "proposal"   # the one config key a trial reads: the whole Proposal (the hyperparameters
+ROW = "trial_row"      # also sit beside it, for Ray's live table); and the one result key it answers with
 
 
 def trainable(config: dict, study_json: dict) -> None:
-    """One trial: a full inner NAS search for the proposal in `config` (its hyperparameters at the
-    top level, so Ray's live table shows them; the study arrives once through tune.with_parameters)."""
+    """One trial: a full inner NAS search for the proposal in `config[PROPOSAL]` (the study arrives
+    once, through tune.with_parameters). Checkpoints: study.run_trial's, one file per trial under the
+    study folder, which a restarted trial or a resumed study continues from."""
+    import ray
     from ray import tune
 
     study = StudyConfig.from_json(study_json)
-    proposal = Proposal(trial_id=config["trial"], fidelity=config["epochs"], info=config.get("info", {}),
-                        params={k: v for k, v in config.items() if k not in PROPOSAL_KEYS})
+    proposal = Proposal(**config[PROPOSAL])
     torch.set_num_threads(max(1, int(study.cpus_per_trial)))
-    try:   # outside run_trial's own catch: the data load, the searcher's construction, its checkpoint
-        searcher = make_searcher(study, proposal)
-        ckpt = tune.get_checkpoint()
-        if ckpt is not None:  # a restarted trial continues from its last epoch
-            with ckpt.as_directory() as d:
-                searcher.load_state_dict(torch.load(Path(d) / STATE_FILE, weights_only=True))
-    except Exception as e:   # recorded with its own error, not as an anonymous Ray failure
-        tune.report(_done_metrics(failed_row(study, proposal, failure_text(e)), proposal))
-        return
-
-    def on_epoch(m):
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(searcher.state_dict(), Path(d) / STATE_FILE)
-            tune.report(_epoch_metrics(study, proposal.params, m), checkpoint=tune.Checkpoint.from_directory(d))
-
     row = run_trial(study, proposal, result_dir=Path(study.out) / "trials" / f"{proposal.trial_id:04d}",
-                    on_epoch=on_epoch, searcher=searcher)
-    tune.report(_done_metrics(row, proposal))
+                    on_epoch=lambda m: tune.report(_epoch_metrics(study, proposal.params, m)),
+                    checkpoint=checkpoint_path(study, proposal.trial_id))
+    tune.report({**_done_metrics(row), "node_id": ray.get_runtime_context().get_node_id()})   # where it ran
 
 
-def _done_metrics(row: TrialRow, proposal: Proposal) -> dict:
-    flat = {k: v for k, v in row.flat().items() if v is not None}
-    final = {**proposal.params, "runtime_ms": flat.pop("runtime_ms", None), "val_acc": flat.pop("val_acc", None),
-             "reward": row.reward if row.status == "ok" else 0.0, **flat, "done_row": True}
-    return {k: v for k, v in final.items() if v is not None}
+def _done_metrics(row: TrialRow) -> dict:
+    # the row as one typed message; the first keys are for Ray's live table and its loggers only
+    shown = {**row.params, "runtime_ms": row.runtime_ms, "val_acc": row.val_acc,
+             "reward": row.reward if row.status == "ok" else 0.0}
+    return {**{k: v for k, v in shown.items() if v is not None}, ROW: json.dumps(dataclasses.asdict(row))}
 
 
 def _epoch_metrics(study: StudyConfig, params: dict, m) -> dict:
@@ -110,16 +110,12 @@ def ray_error_text(text: str | None) -> str:
     return own
 
 
-def _row_from_result(study: StudyConfig, proposal: Proposal, result: dict | None, error: bool) -> TrialRow:
-    if result is None or not result.get("done_row"):
+def _row_from_result(study: StudyConfig, proposal: Proposal, result: dict | None) -> TrialRow:
+    if result is None or ROW not in result:   # the trial died before it could answer
         return failed_row(study, proposal, RAY_FAILURE)
-    # Ray adds its own keys (its trial_id among them): take ours from the proposal
-    ours = set(TrialRow.__dataclass_fields__) - {"params", "trial_id", "fidelity"}
-    row = TrialRow(trial_id=proposal.trial_id, fidelity=proposal.fidelity,
-                   params={k: result[k] for k in proposal.params},
-                   **{k: result[k] for k in ours if k in result})
-    if row.status != "ok":
-        row.reward = None
+    row = TrialRow(**json.loads(result[ROW]))
+    if (row.trial_id, row.fidelity) != (proposal.trial_id, proposal.fidelity):
+        raise RuntimeError(f"trial {proposal.trial_id} answered as trial {row.trial_id}")
     return row
 
 
@@ -143,7 +139,7 @@ def make_adapter(solver: Solver, study: StudyConfig, on_row: Callable[[TrialRow]
                 return Searcher.FINISHED
             self.asked += 1
             self.live[trial_id] = p
-            return {"trial": p.trial_id, **p.params, "epochs": p.fidelity, "info": p.info}
+            return {**p.params, PROPOSAL: dataclasses.asdict(p)}
 
         def save(self, checkpoint_path: str) -> None:
             """Nothing to save: a study resumes from trials.csv (tuning.py), not from Ray's state."""
@@ -153,12 +149,12 @@ def make_adapter(solver: Solver, study: StudyConfig, on_row: Callable[[TrialRow]
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             p = self.live.pop(trial_id)
-            row = _row_from_result(study, p, result, error)
-            solver.tell(observation(study, row))
+            row = _row_from_result(study, p, result)
             if row.error == RAY_FAILURE:   # Ray tells its error to callbacks next (TuneController order)
                 self.failed[trial_id] = row
-            else:
+            else:   # the row first: a study killed between the two tells the row's trial on resume
                 on_row(row)
+            solver.tell(observation(study, row))
 
         def flush(self, trial_id: str | None = None, error_text: str | None = None) -> None:
             """Record a trial Ray failed, with Ray's text of its error; all still held without one."""
@@ -188,6 +184,39 @@ def error_callback(adapter):
     return RecordErrors()
 
 
+def join_ray(study: StudyConfig) -> str | None:
+    """Connect to the cluster at `study.address` (the study calls this before it writes anything) and
+    return its dashboard URL; one line (UsageError) when it cannot: unreachable, not a Ray head, or
+    refused (token authentication)."""
+    check_address(study.address)
+    _token_mode_for_join()
+    # Ray's C++ client logs a warning a second while it retries a refused connection: one line instead
+    old = os.environ.get("RAY_BACKEND_LOG_LEVEL")
+    os.environ["RAY_BACKEND_LOG_LEVEL"] = "error"
+    try:
+        return start_ray(study)
+    except ConnectionError as e:   # a Ray head answered check_address's handshake, then refused us
+        raise UsageError(f"cannot join the Ray cluster at {study.address}: {str(e)[:200]}; its token "
+                         "authentication may have refused this driver (RAY_AUTH_MODE=token with the cluster's "
+                         "token in RAY_AUTH_TOKEN or ~/.ray/auth_token), or its Ray is another version") from None
+    finally:
+        if old is None:
+            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
+        else:
+            os.environ["RAY_BACKEND_LOG_LEVEL"] = old
+
+
+def _token_mode_for_join() -> None:
+    """Ray 2.60's `ray start --head` turns token authentication on and writes its token to
+    ~/.ray/auth_token, but a driver sends it only with RAY_AUTH_MODE=token: without it, joining a
+    cluster started the documented way fails. When the user set no mode and a token is at hand, use it."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def start_ray(study: StudyConfig, dashboard_host: str = "127.0.0.1", verbose: int = 1) -> str | None:
     """Join `study.address` or start a local Ray; return the dashboard URL (None when it has none).
     `verbose` 0: Ray's driver logs only from warnings up (its INFO lines repeat what the study prints)."""
@@ -197,11 +226,11 @@ def start_ray(study: StudyConfig, dashboard_host: str = "127.0.0.1", verbose: in
 
     if ray.is_initialized():
         return None
-    # one checkpoint per epoch is the point (resumable trials); Ray warns about it by default
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kw = dict(address=study.address, include_dashboard=True, dashboard_host=dashboard_host,
               log_to_driver=False, configure_logging=False) if study.address else \
-        dict(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=False,
+        dict(address="local",   # a Ray of our own: without it, ray.init joins any `ray start` cluster
+             # running on this machine (another program's, whose CPUs our trials may not fit: it hung)
+             include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=False,
              logging_level=logging.INFO if verbose else logging.WARNING)
     if not study.address:
         reap_killed_node(Path(study.out))
@@ -302,7 +331,6 @@ def run_ray(study: StudyConfig, solver: Solver, *, max_trials: int, on_row: Call
         run_config=tune.RunConfig(
             name="ray", storage_path=str(Path(study.out).resolve()), verbose=verbose,
             callbacks=[error_callback(adapter), *callbacks],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=1)),
     )
     try:

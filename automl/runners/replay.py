@@ -182,11 +182,11 @@ def _interpolate(xs: np.ndarray, rows: pd.DataFrame, x: float) -> dict:
 
 
 def replay_trial(config: StudyConfig, proposal: Proposal, *, table: ReplayTable, mode: str = "interpolate",
-                 result_dir: Path | None = None) -> TrialRow:
+                 result_dir: Path | None = None, checkpoint: Path | None = None) -> TrialRow:
     """A trial answered from `table` (run_local's trial_fn: bind `table` and `mode` with
     functools.partial, or use `replay_trial_fn`). Reward: Eq. 19 for `config`'s target. wall_s is the
     recorded search time (the time the replayed search would have taken), not the lookup's; nothing is
-    written to `result_dir` (a replayed trial has no artefacts)."""
+    written to `result_dir` (a replayed trial has no artefacts) nor to `checkpoint` (nor state)."""
     r = table.lookup(config, proposal.params, proposal.fidelity, mode)
     row = TrialRow(trial_id=proposal.trial_id, solver=config.solver, params=dict(proposal.params),
                    fidelity=proposal.fidelity, seed=config.seed, target=config.target, status="ok",

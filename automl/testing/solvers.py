@@ -89,16 +89,23 @@ def run(solver: Solver, *, concurrency: int = 1, fails=lambda p: False) -> list[
     """Drive `solver` until its budget is spent, `concurrency` trials in flight, the oldest answered
     first; trials for which `fails(proposal)` is true fail (reward None). Returns (proposal,
     observation) pairs in the order told."""
+    return run_until(solver, concurrency=concurrency, fails=fails)[0]
+
+
+def run_until(solver: Solver, *, concurrency: int = 1, fails=lambda p: False, tells: int | None = None):
+    """`run`, stopped after `tells` tells and the asks that refill the freed places (as a runner
+    refills them at once): (done, proposals still in flight)."""
     in_flight, done = [], []
     while True:
         while len(in_flight) < concurrency and (p := solver.ask()) is not None:
             in_flight.append(p)
-        if not in_flight:
-            return done
+        if not in_flight or (tells is not None and len(done) >= tells):
+            break
         p = in_flight.pop(0)
         obs = synthetic_observation(p, failed=fails(p))
         solver.tell(obs)
         done.append((p, obs))
+    return done, in_flight
 
 
 def proposal_key(p: Proposal) -> tuple:
@@ -205,6 +212,33 @@ class SolverContract:
         rest = run(resumed, concurrency=2)
         assert rest and min(p.trial_id for p, _ in rest) >= len(done) + len(foreign)
         assert resumed.spent_epochs <= budget and resumed.remaining() < resumed.smallest_fidelity
+
+    @pytest.mark.parametrize("tells, row_written", [(2, True), (5, False)])
+    def test_resumed_from_its_journal_it_asks_what_an_uninterrupted_run_asks(self, solver_name, tells,
+                                                                              row_written, tmp_path):
+        """A study killed after `tells` results, with trials in flight (`row_written`: the first of
+        them had its row written, not yet told), replays its journal into a fresh solver with the same
+        seed (automl/journal.py): the trials in flight go on under their ids, nothing is asked twice,
+        and the whole run asks and is told exactly what the uninterrupted one is."""
+        from ..journal import Journal, JournaledSolver, restore
+
+        whole = [proposal_key(p) for p, _ in run(new_solver(solver_name, seed=5), concurrency=CONCURRENCY)]
+        journal = Journal(tmp_path / "journal.jsonl")
+        done, in_flight = run_until(JournaledSolver(new_solver(solver_name, seed=5), journal),
+                                    concurrency=CONCURRENCY, tells=tells)
+        rows = {p.trial_id: o for p, o in done}
+        if row_written:
+            rows[in_flight[0].trial_id] = synthetic_observation(in_flight[0])
+        with open(journal.path, "a") as f:   # and the kill tore the line being written
+            f.write('{"ask": {"trial_id": 9')
+        fresh = new_solver(solver_name, seed=5)
+        pending = restore(fresh, journal, rows, lost=lambda p: pytest.fail(f"trial {p.trial_id} lost"))
+        assert [p.trial_id for p in pending] == [p.trial_id for p in in_flight[row_written:]]
+        resumed = JournaledSolver(fresh, journal, pending)
+        if row_written:   # the written row's trial is no longer in flight: restore told it
+            done.append((in_flight[0], rows[in_flight[0].trial_id]))
+        rest = run(resumed, concurrency=CONCURRENCY)
+        assert [proposal_key(p) for p, _ in done + rest] == whole
 
     def test_global_random_state_is_left_alone(self, solver_name):
         """Seeds are real: a solver draws from its own generators, never from the caller's."""

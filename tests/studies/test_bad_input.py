@@ -1,16 +1,11 @@
 """Every input of every study is checked before Ray starts and before anything is written: the data
 spec, the profile, the target against what the searcher can measure (asked of the searcher), every
 numeric flag. One line naming the problem, exit 2, nothing under --out, no Ray."""
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +76,3 @@ def test_random_search_refuses_a_flops_target_before_any_work(tmp_path, capsys):
                                        "--out", str(out)]))
     assert e.value.code == 2 and "it needs a runtime target (--target-ms)" in capsys.readouterr().err
     assert not out.exists()
-
-
-def test_nonexistent_data_is_refused_in_seconds_as_a_subprocess(tmp_path):
-    """Before: Ray started and every trial failed, exit 0. Now: one line, exit 2, no Ray."""
-    out = tmp_path / "o"
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "studies/tune_lambda.py", "--data", "/nonexistent", "--out", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and p.stderr.startswith("error: data '/nonexistent' does not exist"), p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1 and "Ray" not in p.stdout
-    assert not out.exists() and time.perf_counter() - t0 < 60
