@@ -38,10 +38,11 @@ def verdict_html(verdict) -> str:
             f"<p><b>{html.escape(head)}</b></p><ul>{items}</ul></div>")
 
 
-def write_report(path: Path, table, config, verdict=None) -> Path:
+def write_report(path: Path, table, config, verdict=None, measured: list[str] | None = None) -> Path:
     """report.html of one study: the verdict on top, then one figure per question a user asks (how the
     tuned value moved cost and accuracy, how the reward grew with spent epochs, where the delivered
-    network sits among the trials, what it is layer by layer) and a sortable trials table."""
+    network sits among the trials, what it is layer by layer) and a sortable trials table. `measured`:
+    the lines of the delivered model's timing on this machine (measured.json, --measure)."""
     df = table.frame()
     best = table.best(config.fidelity, config.target, lambda r: config.target_obj.measure(r.runtime_ms, r.flops))
     if verdict is None:
@@ -54,7 +55,8 @@ def write_report(path: Path, table, config, verdict=None) -> Path:
     figures = [fig_tuned_vs_cost(view), fig_tuned_vs_accuracy(view), fig_best_reward(df),
                fig_accuracy_vs_cost(view), fig_architectures(view)]
     title = f"{config.searcher} tuned by {config.solver} toward {config.target_obj}"
-    return write_page(path, title, [verdict_html(verdict), delivered_html(best, config),
+    timed = "" if not measured else f"<pre style='white-space:pre-wrap'>{html.escape(chr(10).join(measured))}</pre>"
+    return write_page(path, title, [verdict_html(verdict), delivered_html(best, config), timed,
                                     *[f for f in figures if f is not None],
                                     "<h2>Trials</h2>", sortable_table(df)])
 
