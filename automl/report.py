@@ -38,10 +38,11 @@ def verdict_html(verdict) -> str:
             f"<p><b>{html.escape(head)}</b></p><ul>{items}</ul></div>")
 
 
-def write_report(path: Path, table, config, verdict=None) -> Path:
+def write_report(path: Path, table, config, verdict=None, measured: list[str] | None = None) -> Path:
     """report.html of one study: the verdict on top, then one figure per question a user asks (how the
     tuned value moved cost and accuracy, how the reward grew with spent epochs, where the delivered
-    network sits among the trials, what it is layer by layer) and a sortable trials table."""
+    network sits among the trials, what it is layer by layer) and a sortable trials table. `measured`:
+    the lines of the delivered model's timing on this machine (measured.json, --measure)."""
     df = table.frame()
     best = table.best(config.fidelity, config.target, lambda r: config.target_obj.measure(r.runtime_ms, r.flops))
     if verdict is None:
@@ -54,7 +55,8 @@ def write_report(path: Path, table, config, verdict=None) -> Path:
     figures = [fig_tuned_vs_cost(view), fig_tuned_vs_accuracy(view), fig_best_reward(df),
                fig_accuracy_vs_cost(view), fig_architectures(view)]
     title = f"{config.searcher} tuned by {config.solver} toward {config.target_obj}"
-    return write_page(path, title, [verdict_html(verdict), delivered_html(best, config),
+    timed = "" if not measured else f"<pre style='white-space:pre-wrap'>{html.escape(chr(10).join(measured))}</pre>"
+    return write_page(path, title, [verdict_html(verdict), delivered_html(best, config), timed,
                                     *[f for f in figures if f is not None],
                                     "<h2>Trials</h2>", sortable_table(df)])
 
@@ -313,3 +315,65 @@ def write_page(path: Path, title: str, parts: list) -> Path:
 
 def table_html(df, digits: int = 4) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.{digits}g}", na_rep="-")
+
+
+# -- rebuilding a study's report from its tables: python -m automl.report DIR [--screenshot PNG] ------------
+
+def rebuild_report(folder: str | Path) -> Path:
+    """report.html of a study folder again, from what it recorded alone: study.json, trials.csv and, when
+    the delivered model was timed (--measure), final/ or best/measured.json. The verdict is recomputed by
+    the same rule finalize used. No search, solver or Ray is needed."""
+    import json
+
+    from searchers.cost.delivered import MEASURED
+    from searchers.errors import UsageError
+
+    from .results import TrialsTable
+    from .study import StudyConfig
+
+    folder = Path(folder)
+    missing = [name for name in ("study.json", "trials.csv") if not (folder / name).is_file()]
+    if missing:
+        raise UsageError(f"{folder} is not a study folder: no {' or '.join(missing)} "
+                         f"(studies/tune_lambda.py --out DIR writes them)")
+    try:
+        config = StudyConfig.from_json(json.loads((folder / "study.json").read_text()))
+    except (ValueError, TypeError) as err:   # UsageError too: a study.json its checks refuse
+        raise UsageError(f"{folder}/study.json: cannot read the study ({str(err).splitlines()[0]})") from None
+    table = TrialsTable(folder / "trials.csv", config.space().names)
+    timed = [folder / sub / MEASURED for sub in ("final", "best") if (folder / sub / MEASURED).is_file()]
+    measured = json.loads(timed[0].read_text())["lines"] if timed else None
+    return write_report(folder / "report.html", table, config, measured=measured)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from searchers.errors import UsageError
+
+    p = argparse.ArgumentParser(prog="python -m automl.report",
+                                description="rebuild DIR/report.html from a study folder's tables; optionally a "
+                                            "PNG of its top with headless Chromium")
+    p.add_argument("dir", help="a study folder (study.json, trials.csv), e.g. runs/tune-lambda/latest")
+    p.add_argument("--screenshot", metavar="PNG", help="also write a picture of the report's top here")
+    p.add_argument("--window-size", default="1200,1600", metavar="W,H", help="screenshot size in pixels")
+    args = p.parse_args(argv)
+    try:
+        if args.screenshot:   # a bad size or a missing browser is refused before the report is rewritten
+            from .browser import find_chromium, screenshot, window_size
+
+            width, height = window_size(args.window_size)
+            find_chromium()
+        page = rebuild_report(args.dir)
+        print(f"wrote {page}")
+        if args.screenshot:
+            print(f"wrote {screenshot(page, args.screenshot, width=width, height=height)}")
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

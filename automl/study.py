@@ -57,6 +57,8 @@ class StudyConfig:
     param_ranges: dict[str, tuple[float, float, bool]] = field(default_factory=dict)  # override tunable
     final_epochs: int = 0                # train the delivered network this many more epochs (final/;
                                          # searchers/final.py); 0: deliver the search's child as is
+    measure: bool = False                # time the delivered model.onnx here (searchers/cost/delivered.py) into
+                                         # measured.json; off by default: timings vary with the machine's load
 
     def __post_init__(self):
         check_choice("solver", self.solver, list_solvers())

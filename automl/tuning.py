@@ -20,9 +20,9 @@ from .study import StudyConfig, TrialRow, cached_task
 from .verdict import Verdict, make_verdict
 
 # Fields a resumed study may change: how it runs, not what it computes.
-# final_epochs too: --resume --final-epochs N trains the network a finished study delivered.
+# final_epochs too: --resume --final-epochs N trains the network a finished study delivered; and measure.
 RESUMABLE_CHANGES = {"trials", "budget_epochs", "concurrency", "address", "cpus_per_trial", "gpus_per_trial",
-                     "final_epochs"}
+                     "final_epochs", "measure"}
 
 
 @dataclass
@@ -34,6 +34,7 @@ class StudyOutcome:
     dashboard: str | None = None
     verdict: Verdict | None = None   # automl/verdict.py; also saved as verdict.json
     final: dict | None = None        # final/result.json: the delivered network after final training
+    measured: object | None = None   # searchers.cost.delivered.DeliveredTiming (--measure), also measured.json
 
 
 def prepare_out(config: StudyConfig, resume: bool) -> Path:
@@ -153,14 +154,26 @@ def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = No
     best = table.best(config.fidelity, config.target, lambda r: config.target_obj.measure(r.runtime_ms, r.flops))
     if best is not None and best.result_dir and Path(best.result_dir).is_dir():
         paths["best"] = replace_dir(out / "best", lambda tmp: shutil.copytree(best.result_dir, tmp))
-    final = None
+    final = measured = None
     if config.final_epochs and "best" in paths:
         paths["final"], final = train_final(config, paths["best"])
+    if config.measure and "best" in paths:
+        measured, paths["measured"] = measure_delivered_model(config, paths.get("final", paths["best"]))
     verdict = make_verdict(table, config, best)
     paths["verdict"] = out / "verdict.json"
     write_json(paths["verdict"], verdict.to_json())
-    paths["report"] = write_report(out / "report.html", table, config, verdict)
-    return StudyOutcome(config, table, best, paths, dashboard, verdict, final)
+    paths["report"] = write_report(out / "report.html", table, config, verdict, measured.lines() if measured else None)
+    return StudyOutcome(config, table, best, paths, dashboard, verdict, final, measured)
+
+
+def measure_delivered_model(config: StudyConfig, folder: Path):
+    """Time the delivered model (final/ when trained on, else best/) on this machine, after every trial
+    has ended, and compare with the profile when it was measured here; writes folder/measured.json."""
+    from searchers.cost.delivered import measure_delivered, write_measured
+
+    print(f"timing {folder.name}/model.onnx on this machine", flush=True)
+    timing = measure_delivered(folder, profile=config.profile, shown=folder.name)
+    return timing, write_measured(folder, timing)
 
 
 def train_final(config: StudyConfig, best: Path) -> tuple[Path, dict]:

@@ -5,6 +5,8 @@
     python -m searchers info --profile pixel1-single-path
     python -m searchers info --arch "mbconv w1 i32 n10 | k5e6 skip ... | ..."   # price one architecture
     python -m searchers profile --device cpu --threads 1 --image-size 224 --out my-cpu.json
+    python -m searchers measure runs/sp          # time model.onnx here; predicted vs measured if the
+                                                 # profile was measured on this machine
 
 Bad input prints one line `error: ...` and exits with code 2, before anything is written.
 """
@@ -163,9 +165,29 @@ def cmd_profile(argv: list[str]) -> int:
     return 0
 
 
+def cmd_measure(argv: list[str]) -> int:
+    from .cost.delivered import MEASURED, check_folder, measure_delivered, write_measured
+
+    p = argparse.ArgumentParser(prog="python -m searchers measure",
+                                description="time DIR/model.onnx with ONNX Runtime on this machine (1 thread and "
+                                            "all threads) and, when the profile was measured on this machine, "
+                                            f"compare with its prediction; writes DIR/{MEASURED}")
+    p.add_argument("dir", help="a result folder: result.json and model.onnx (python -m searchers run ... --out DIR)")
+    p.add_argument("--profile", default=None, help="the profile to compare with (default: the result's own)")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs; the median is kept")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs before them")
+    args = p.parse_args(argv)
+    check_folder(args.dir)
+    check_writable(args.dir)
+    timing = measure_delivered(args.dir, profile=args.profile, repeats=args.repeats, warmup=args.warmup)
+    print("\n".join(timing.lines()))
+    print(f"wrote {write_measured(args.dir, timing)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m searchers {run NAME | info | profile} [flags]"
+    usage = "usage: python -m searchers {run NAME | info | profile | measure DIR} [flags]"
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(usage + f"\nsearchers: {', '.join(list_searchers())}")
@@ -179,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_info(rest)
         if cmd == "profile":
             return cmd_profile(rest)
-        raise UsageError(f"unknown command {cmd!r}; valid choices: run, info, profile")
+        if cmd == "measure":
+            return cmd_measure(rest)
+        raise UsageError(f"unknown command {cmd!r}; valid choices: run, info, profile, measure")
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

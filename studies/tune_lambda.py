@@ -5,6 +5,7 @@
     python studies/tune_lambda.py --searcher gold --target-mflops 20 --solver tpe
     python studies/tune_lambda.py --target-ms 80 --solver bo --solver-option init_points=3
     python studies/tune_lambda.py --target-ms 80 --resume --final-epochs 8   # train the delivered network on
+    python studies/tune_lambda.py --target-ms 80 --measure   # time the delivered model.onnx on this machine
 
 Without --out each run writes to a folder of its own, runs/tune-lambda/YYYY-mm-dd_HHMMSS (printed at
 the start; runs/tune-lambda/latest links the last one), and --resume alone continues the latest run.
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-epochs", type=int, default=0,
                    help="train the delivered network N more epochs into OUT/final (searchers/final.py); "
                         "with --resume, also for a study that has finished")
+    p.add_argument("--measure", action="store_true",
+                   help="time the delivered model.onnx (final/ if trained on, else best/) with ONNX Runtime on "
+                        "this machine, 1 thread and all threads, into measured.json; with a profile measured "
+                        "here (python -m searchers profile), also predicted vs measured")
     p.add_argument("--runner", default="ray", choices=["ray", "local"], help="local: in-process, no Ray")
     return p
 
@@ -75,7 +80,8 @@ def config_from_args(args):
                        concurrency=args.concurrency, data=args.data, data_limit=args.data_limit, profile=args.profile, seed=args.seed,
                        device=args.device, width=default_width(args), batch_size=args.batch_size,
                        cpus_per_trial=cpus, gpus_per_trial=gpus, address=args.address,
-                       param_ranges=parse_ranges(args.range, args.searcher), final_epochs=args.final_epochs)
+                       param_ranges=parse_ranges(args.range, args.searcher), final_epochs=args.final_epochs,
+                       measure=args.measure)
 
 
 def print_outcome(outcome) -> None:
@@ -97,6 +103,8 @@ def print_outcome(outcome) -> None:
         f = outcome.final
         print(f"  final training  {f['epochs']} more epochs: val {f['val_acc']:.4f}  test {f['test_acc']:.4f}  "
               f"({f['wall_s']:.0f} s)")
+    if outcome.measured is not None:   # searchers/cost/delivered.py: the delivered model timed here
+        print("\n".join("  " + line for line in outcome.measured.lines()))
     if outcome.verdict is not None:   # automl/verdict.py: met or missed, why, and what to do
         print()
         print("\n".join(outcome.verdict.lines))

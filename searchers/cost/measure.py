@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 import random
 import statistics
@@ -160,16 +161,47 @@ def _median_lists(runs: list[list[float]]) -> list[float]:
     return [statistics.median(col) for col in zip(*runs)]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what platform knows."""
+    try:
+        return next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                    if l.startswith("model name"))
+    except (OSError, StopIteration):  # not Linux: keep platform's name
+        return platform.processor() or platform.machine()
+
+
+def host_identity() -> dict:
+    """What says which machine a profile was measured on (recorded as measured["host"]): the host name,
+    CPU model and logical CPU count identify it; torch's default thread count is recorded beside them."""
+    return {"hostname": platform.node(), "cpu": cpu_model(), "logical_cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def measured_here(profile: Profile) -> tuple[bool, str]:
+    """Was `profile` measured on this machine's CPU? (yes/no, and why in words). Only our own profiles
+    record a host (profiles written before it was recorded, and the bundled Pixel 1 tables, never match)."""
+    host = (profile.measured or {}).get("host")
+    if profile.measured is None:
+        return False, f"profile {profile.name} is a table of another device ({profile.device}), not this machine"
+    if host is None:
+        return False, (f"profile {profile.name} records no host (profiled before hosts were recorded), so it "
+                       f"cannot say it is this machine; profile again to compare")
+    device = profile.measured.get("settings", {}).get("timing", {}).get("device", "cpu")
+    if device != "cpu":
+        return False, f"profile {profile.name} timed {device}, and ONNX Runtime times the CPU here"
+    here = host_identity()
+    diff = [k for k in ("hostname", "cpu", "logical_cpus") if host.get(k) != here[k]]
+    if diff:
+        there = ", ".join(f"{k} {host.get(k)!r}" for k in diff)
+        return False, (f"profile {profile.name} was measured on another machine ({there}; here "
+                       f"{', '.join(repr(here[k]) for k in diff)})")
+    return True, f"profile {profile.name} was measured on this machine ({here['hostname']}, {here['cpu']})"
+
+
 def _device_name(t: Timing) -> str:
     if t.device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(t.torch_device)} (CUDA, batch 1, torch {torch.__version__})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
-    except (OSError, StopIteration):  # not Linux: keep platform's name
-        pass
-    return f"{cpu} (CPU, {t.threads} thread{'s' * (t.threads > 1)}, batch 1, torch {torch.__version__})"
+    return f"{cpu_model()} (CPU, {t.threads} thread{'s' * (t.threads > 1)}, batch 1, torch {torch.__version__})"
 
 
 def _bar(iterable, desc: str, progress: bool):
@@ -305,7 +337,7 @@ def profile_device(device: str = "cpu", threads: int = 1, image_size: int = 224,
                 "se": se, "seed": seed, "method": "in-context layer boundaries, interleaved passes"}
     profile = profile_from_probes(plan, segments, name=name or f"{t.torch_device.type}-{threads}t-{image_size}px",
                                   device=_device_name(t), input_size=image_size, width=width,
-                                  measured={"settings": settings})
+                                  measured={"settings": settings, "host": host_identity()})
     if validate_n:
         v = _report(profile, archs, measured, verbose)
         profile = dataclasses.replace(profile, measured={**profile.measured, "validation": v.to_json()})

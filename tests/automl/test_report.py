@@ -4,6 +4,8 @@ import random
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,8 @@ from automl.results import TrialsTable
 from automl.study import StudyConfig, TrialRow
 from searchers.cost import count_flops, exact_runtime, load_profile
 from searchers.cost.measure import random_arch
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -97,3 +101,56 @@ def test_report_renders_in_headless_chromium_without_javascript_errors(study, tm
     got = json.loads(m.group(1).replace("&quot;", '"'))
     assert got["errors"] == [] and got["plots"] >= 5
     assert float(got["first"]) == max(row.val_acc for row in table.rows if row.val_acc is not None)
+
+
+def test_report_is_rebuilt_from_the_tables_alone(study, tmp_path, capsys):
+    from automl.report import main
+
+    config, table = study
+    config.save(tmp_path / "study.json")
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "measured.json").write_text(json.dumps({"lines": ["measured  best/model.onnx at 32x32 ..."]}))
+    assert main([str(tmp_path)]) == 0 and capsys.readouterr().out == f"wrote {tmp_path / 'report.html'}\n"
+    page = (tmp_path / "report.html").read_text()
+    assert figures(page) == figures(write_report(tmp_path / "direct.html", table, config).read_text())
+    assert "measured  best/model.onnx at 32x32 ..." in page
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--window-size", "12x16"], "window size must be W,H in pixels"),
+    (["--window-size", "50,50"], "at least 100,100"),
+    ([], "is not a study folder: no study.json or trials.csv"),
+])
+def test_report_command_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):
+    from automl.report import main
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    assert main([str(folder), "--screenshot", str(tmp_path / "r.png"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert list(folder.iterdir()) == [] and not (tmp_path / "r.png").exists()
+
+
+def test_screenshot_without_chromium_is_one_line(study, tmp_path, capsys, monkeypatch):
+    from automl import browser
+    from automl.report import main
+
+    config, _ = study
+    config.save(tmp_path / "study.json")
+    monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+    assert main([str(tmp_path), "--screenshot", str(tmp_path / "r.png")]) == 2
+    assert "needs headless Chromium and none is on PATH" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_screenshot_of_a_rebuilt_report(study, tmp_path):
+    if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
+        pytest.skip("no chromium installed (Debian: apt-get install chromium)")
+    config, _ = study
+    config.save(tmp_path / "study.json")
+    r = subprocess.run([sys.executable, "-m", "automl.report", str(tmp_path), "--screenshot", str(tmp_path / "r.png"),
+                        "--window-size", "400,300"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    png = (tmp_path / "r.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20]) == 400 and int.from_bytes(png[20:24]) == 300

@@ -151,3 +151,22 @@ def test_main_command_twice_then_resume_the_latest(tmp_path, monkeypatch, capsys
     # an explicit --out stays strict
     with pytest.raises(UsageError, match="already holds a study; pass --resume"):
         tune_lambda.main([*tiny, "--out", str(folders[0])])
+
+
+def test_measure_times_the_delivered_model_and_a_finished_study_can_be_measured_on_resume(tmp_path, capsys):
+    """--measure: best/model.onnx timed here after the trials, printed with the outcome, saved as
+    best/measured.json and shown in report.html; --resume --measure measures a finished study."""
+    import tune_lambda
+
+    tiny = ["--runner", "local", "--solver", "random", "--trials", "1", "--fidelity", "1", "--min-fidelity", "1",
+            "--data-limit", "64", "--out", str(tmp_path / "s")]
+    assert tune_lambda.main(tiny) == 0
+    assert not (tmp_path / "s" / "best" / "measured.json").exists()   # off by default
+    capsys.readouterr()
+    assert tune_lambda.main([*tiny, "--resume", "--measure"]) == 0
+    out = capsys.readouterr().out
+    measured = json.loads((tmp_path / "s" / "best" / "measured.json").read_text())
+    assert "  measured  best/model.onnx at 32x32 with ONNX Runtime" in out and measured["lines"][0] in out
+    assert "not compared with the prediction" in out   # the default profile is Pixel 1's, not this machine
+    assert "measured  best/model.onnx at 32x32" in (tmp_path / "s" / "report.html").read_text()
+    assert json.loads((tmp_path / "s" / "study.json").read_text())["measure"] is True
