@@ -1,8 +1,8 @@
 """DSNAS: discrete stochastic NAS without parameter retraining (paper Sec. 3.2-3.5, Alg. 1).
 
-Space: the Single-Path MBConv layers without SE (multi_path.CANDIDATES: k3e3 k3e6 k5e3 k5e6, plus
-skip where the layer may be skipped), one separate MBConv per candidate, so DSNAS shares device
-profiles and runtime targets with Single-Path NAS. Each searchable layer i has a categorical
+Space: the Single-Path MBConv layers (multi_path.CANDIDATES: k3e3 ... k5e6, each with SE ratio 0, 0.25
+or 0.5, plus skip where the layer may be skipped), one separate MBConv per candidate, so DSNAS shares
+the space, device profiles and runtime targets with Single-Path NAS. Each searchable layer i has a categorical
 distribution p_alpha(Z_i) = softmax(alpha_i). Every step (Alg. 1):
 
   1. sample a strictly one-hot Z_i per layer (fixed layers keep their op);
@@ -17,7 +17,8 @@ coef * sum_i p_i(Z_i) FLOPs_i(Z_i) when the sampled path exceeds its FLOPs budge
 path's exact device runtime on the profile, written with the dummies so it joins L and reaches alpha
 through the same Eq. 5-6 product (REINFORCE with a per-layer credit dR/dZ_i^s = R_i(Z_i)):
 
-    R(Z) = R_const + sum_i Z_i^s R_i(Z_i)                    (Eq. 11 of Single-Path NAS, exact per op)
+    R(Z) = R_const + sum_i Z_i^s R_i(Z_i)                    (Eq. 11 of Single-Path NAS, exact per op,
+                                                             SE priced by the profile, Eq. 14)
     L    = CE + resource * log R(Z)                          hinge_ms None (default): Eq. 10's form
     L    = CE + resource * max(0, R(Z) / hinge_ms - 1)       hinge_ms set: the public code's "only above
                                                              the budget" gate, as a hinge
