@@ -14,8 +14,8 @@ Eq. 19 is never trained on) with
     L = CE + lam * log R,     R = R_const + sum_ij w_ij * R_ij         (Eq. 10 with the expected runtime)
 
 (R_ij: the profile's runtime of candidate j at layer i, its SE factor included (Eq. 14); skip costs 0),
-then the weights on a batch of
-the weight half with alpha frozen. Sigmoid weights need not sum to 1, so "expected" runtime is then a weighted
+then the weights on a batch of the weight half with alpha frozen (in every phase the weights train on
+that half only). Sigmoid weights need not sum to 1, so "expected" runtime is then a weighted
 sum, not an expectation: the paper does not say how its sigmoid baseline prices runtime; this is the
 direct reading of Eq. 6 with Eq. 10. The derived child takes the argmax path per layer with that
 path's trained weights (no retraining). It does NOT reproduce the weighted-sum network (that gap is the
