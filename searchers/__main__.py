@@ -139,8 +139,16 @@ def cmd_info(argv: list[str]) -> int:
     lo, hi = runtime_range(prof)
     print(json.dumps({"profile": prof.name, "device": prof.device, "input_size": prof.input_size,
                       "runtime_ms_min": round(lo, 2), "runtime_ms_max": round(hi, 2),
-                      "constant_ms": prof.constant_ms, "searchers": list_searchers()}, indent=2))
+                      "constant_ms": prof.constant_ms, "se": se_pricing(prof), "searchers": list_searchers()},
+                     indent=2))
     return 0
+
+
+def se_pricing(prof) -> str:
+    """How the profile prices SE (Eq. 14), in words: a profile without factors makes SE free."""
+    if not prof.se_factors:
+        return "no SE factors measured: SE 0.25 and 0.5 cost 1.0x (free)"
+    return f"SE 0.25 and SE 0.5 {'measured apart' if prof.se50_factors else 'share one factor'} (Eq. 14)"
 
 
 def cmd_profile(argv: list[str]) -> int:
@@ -155,13 +163,17 @@ def cmd_profile(argv: list[str]) -> int:
     p.add_argument("--passes", type=int, default=4, help="shuffled passes; each network keeps its median")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="cpu: thread CPU time, robust on a shared machine (CPU, 1 thread only)")
+    p.add_argument("--rounds", type=int, default=2, help="probe rounds: each layer variant (k, e, SE ratio) "
+                                                         "is timed in this many probe networks")
+    p.add_argument("--no-se", action="store_true", help="skip the SE 0.25 / 0.5 probes (SE then costs 1.0x)")
     p.add_argument("--validate", type=int, default=10, help="random networks to validate the profile on")
+    p.add_argument("--name", help="the profile's name (default: device, threads and image size)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     check_writable(Path(args.out).parent if Path(args.out).suffix else Path(args.out))
     profile_device(device=args.device, threads=args.threads, image_size=args.image_size, width=args.width,
                    repeats=args.repeats, passes=args.passes, clock=args.clock, validate_n=args.validate,
-                   out=args.out)
+                   rounds=args.rounds, se=not args.no_se, name=args.name, out=args.out)
     return 0
 
 

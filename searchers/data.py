@@ -14,6 +14,7 @@ there (random crop + horizontal flip), so a GPU never waits on a CPU loader.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -108,6 +109,25 @@ class Task:
 def accuracy_of(correct: torch.Tensor) -> float:
     """Accuracy from a correctness vector (0 for an empty split)."""
     return int(correct.sum()) / max(len(correct), 1)
+
+
+# Bilevel methods (DARTS-style: architecture parameters step on held data) take their architecture steps on
+# a fixed half of the TRAINING split, the weights on the other half (EnTranNAS App. B.1, as DARTS). The
+# task's val split scores the delivered network (the Eq. 19 reward) and test reports it: neither is
+# ever trained on, by weights or by architecture parameters.
+ARCH_FRACTION = 0.5
+
+
+def arch_split(task: Task, fraction: float = ARCH_FRACTION) -> tuple[Task, Task]:
+    """(weight task, architecture task): copies of `task` whose `train` is a fixed stratified part of the
+    task's training split (`fraction` of each class to the architecture part, the rest to the weights),
+    disjoint from each other and from val and test, which both copies share unchanged. The parts do not
+    depend on the search seed (SPLIT_SEED) and stay on the device the task is on."""
+    x, y = task.train
+    device = x.device
+    part_w, part_a = _split(x.cpu(), y.cpu(), fraction)
+    move = lambda s: (s[0].to(device), s[1].to(device))
+    return dataclasses.replace(task, train=move(part_w)), dataclasses.replace(task, train=move(part_a))
 
 
 def _split(x, y, fraction, seed=SPLIT_SEED):

@@ -1,8 +1,8 @@
 """DSNAS: discrete stochastic NAS without parameter retraining (paper Sec. 3.2-3.5, Alg. 1).
 
-Space: the Single-Path MBConv layers without SE (multi_path.CANDIDATES: k3e3 k3e6 k5e3 k5e6, plus
-skip where the layer may be skipped), one separate MBConv per candidate, so DSNAS shares device
-profiles and runtime targets with Single-Path NAS. Each searchable layer i has a categorical
+Space: the Single-Path MBConv layers (multi_path.CANDIDATES: k3e3 ... k5e6, each with SE ratio 0, 0.25
+or 0.5, plus skip where the layer may be skipped), one separate MBConv per candidate, so DSNAS shares
+the space, device profiles and runtime targets with Single-Path NAS. Each searchable layer i has a categorical
 distribution p_alpha(Z_i) = softmax(alpha_i). Every step (Alg. 1):
 
   1. sample a strictly one-hot Z_i per layer (fixed layers keep their op);
@@ -17,7 +17,8 @@ coef * sum_i p_i(Z_i) FLOPs_i(Z_i) when the sampled path exceeds its FLOPs budge
 path's exact device runtime on the profile, written with the dummies so it joins L and reaches alpha
 through the same Eq. 5-6 product (REINFORCE with a per-layer credit dR/dZ_i^s = R_i(Z_i)):
 
-    R(Z) = R_const + sum_i Z_i^s R_i(Z_i)                    (Eq. 11 of Single-Path NAS, exact per op)
+    R(Z) = R_const + sum_i Z_i^s R_i(Z_i)                    (Eq. 11 of Single-Path NAS, exact per op,
+                                                             SE priced by the profile, Eq. 14)
     L    = CE + resource * log R(Z)                          hinge_ms None (default): Eq. 10's form
     L    = CE + resource * max(0, R(Z) / hinge_ms - 1)       hinge_ms set: the public code's "only above
                                                              the budget" gate, as a hinge
@@ -52,7 +53,8 @@ class DSNASParams:
     h: float = 0.3                  # Eq. 8 threshold on the top-2 probability gap (public code default)
     resource: float = 0.002         # weight of the runtime term (no paper value in ms: the public code's
                                     # is per MFLOP). Mid-range on digits, w0.5, 8 epochs: 0 -> 80 ms,
-                                    # 0.002 -> 62 ms, 0.02 -> 31 ms (the fastest network)
+                                    # 0.002 -> 62 ms, 0.02 -> 31 ms (the fastest network); measured on
+                                    # the 5-candidate SE-free space before issue 10, not re-measured
     hinge_ms: float | None = None   # None: resource * log R(Z); a number: hinge above this runtime (ms)
     lr: float = 3e-3                # weights: Adam, cosine (public code: SGD momentum 0.9, lr 0.5 on
                                     # ImageNet; Adam trains a few-epoch CPU search faster, as single-path)
@@ -126,7 +128,8 @@ class DSNAS(Searcher):
     # (w0.5, 8 epochs) 0 -> 80 ms, 2e-3 -> 62 ms, 2e-2 and above -> 31 ms (the fastest network), so
     # the interval spans "no effect" to "collapsed" with the transition inside. Much smaller than
     # single-path's lam: Adam on alpha sees the runtime credit as a consistent signal against a noisy,
-    # zero-mean CE credit, so a small weight already decides.
+    # zero-mean CE credit, so a small weight already decides. (These were measured on the SE-free space
+    # of 5 candidates per layer; with 13 uniform candidates a top-2 gap of h takes longer to open.)
     tunable = {"h": (0.05, 0.9, False), "resource": (1e-4, 0.1, True)}
 
     def __init__(self, params, task, settings):

@@ -33,7 +33,6 @@ Readings and deviations (also in the report):
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -42,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Searcher, validate_params
-from .data import _split
+from .data import arch_split
 from .errors import UsageError, check_choice
 from .spaces.cells import OPS, Cell, CellArch, Edge, classify, layout, make_op, make_stem, op_key, preprocess, \
     recalibrate_bn, reduction_indices
@@ -214,12 +213,9 @@ class EnTranNAS(Searcher):
     def __init__(self, params, task, settings):
         super().__init__(params, task, settings)
         p = params
-        x, y = task.train
-        half_w, half_a = _split(x.cpu(), y.cpu(), 0.5)  # fixed split, independent of the search seed
         task.to(self.device)
-        move = lambda s: (s[0].to(self.device), s[1].to(self.device))
-        self.w_task = dataclasses.replace(task, train=move(half_w))
-        self.a_task = dataclasses.replace(task, train=move(half_a))
+        # App. B.1: half of the training split for the weights, half for alpha and beta (fixed, seed-free)
+        self.w_task, self.a_task = arch_split(task)
         c = max(2, round(p.channels * settings.width))
         self.net = EnTranNet(c, p.cells, p.steps, task.image_size, task.num_classes, p.op_names,
                              p.beta0).to(self.device)

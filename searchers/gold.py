@@ -18,7 +18,8 @@ Deviations and readings of the paper (also in the report):
     on width or image size; lam0 is in these units, chosen as B.1 chose 1e-5: so that the penalty
     starts comparable to the cross-entropy (~140 operators x ln 2 x 0.01 ~ 1).
   * Pruning never empties a node (App. A.1's validity rule): candidates are taken weakest first and a
-    node's last operator is kept.
+    node's last operator is kept; it is not prunable, so it does not count among line 5's n0 weakest
+    (the n0 weakest *prunable* operators are pruned when below xi_max).
   * FLOPs_min is a fraction of the supernet's FLOPs (B.1's 240M / 360M are absolute for its network).
     When reached -- or when the penalty can prune nothing more (every node down to one operator; with
     mu = 0, only free skip-connects left), where lambda would otherwise grow without bound -- pruning
@@ -93,20 +94,22 @@ def edges_of(steps: int) -> list[tuple[int, int]]:
 
 def prune(weights: torch.Tensor, active: torch.Tensor, node: torch.Tensor, n0: int, xi_max: float,
           xi_min: float) -> tuple[torch.Tensor, int]:
-    """Algorithm 1, line 5: among active operators, prune the n0 weakest if their weight is below xi_max
-    and any below xi_min -- except a node's last operator (App. A.1: every node keeps an input).
+    """Algorithm 1, line 5: among the prunable active operators, prune the n0 weakest if their weight is
+    below xi_max and any below xi_min. A node's last operator is not prunable (App. A.1: every node keeps
+    an input), so it takes none of the n0 slots: counting it there would prune fewer than n0 where n0
+    prunable operators lie below xi_max, and line 6 would then raise lambda where the paper lowers it.
     `weights`, `active` (bool) and `node` (an id per operator) have the same shape."""
     w, a, nd = weights.flatten(), active.flatten().clone(), node.flatten()
     idx = torch.nonzero(a).flatten()
     order = idx[torch.argsort(w[idx], stable=True)].tolist()  # weakest first
     left = torch.bincount(nd[a], minlength=int(nd.max()) + 1).tolist()
     pruned = 0
-    for rank, o in enumerate(order):
-        wo = float(w[o])
-        if wo >= xi_max or (rank >= n0 and wo >= xi_min):
-            break  # weakest first: nothing further is below its threshold
+    for o in order:
         if left[int(nd[o])] <= 1:
-            continue
+            continue  # its node's last input: not prunable, and not one of the n0 weakest prunable
+        wo = float(w[o])
+        if wo >= xi_max or (pruned >= n0 and wo >= xi_min):
+            break  # weakest first: nothing further is below its threshold
         a[o], pruned = False, pruned + 1
         left[int(nd[o])] -= 1
     return a.view_as(active), pruned

@@ -1,18 +1,21 @@
 """Multi-path differentiable NAS, the baseline of Single-Path NAS (paper Sec. III-C, Eq. 6 and 8;
 Sec. VII-A, formulation 1: "multi-path with sigmoid", a vanilla multi-path solver after [17]).
 
-Same space and device profile as Single-Path NAS, restricted to its SE-free part: every searchable
-layer holds one separate MBConv per candidate k3e3, k3e6, k5e3, k5e6, plus skip where the layer is
-skippable, and its output is the weighted sum of all paths (Eq. 6)
+Same space and device profile as Single-Path NAS (Sec. III, Eq. 4: kernel {3, 5} x expansion {3, 6}
+x SE ratio {0, 0.25, 0.5}, or skip): every searchable layer holds one separate MBConv per candidate
+(12, plus skip where the layer is skippable), and its output is the weighted sum of all paths (Eq. 6)
 
     o_i(x) = sum_j w_ij * o_ij(x),      w_i = sigmoid(alpha_i)  (default)  or  softmax(alpha_i).
 
-Bilevel, first order (Eq. 8): each training step first moves alpha on a validation batch with
+Bilevel, first order (Eq. 8): each training step first moves alpha on a batch of the architecture half
+of the training split (data.arch_split, as EnTranNAS App. B.1 and DARTS; the val split that scores
+Eq. 19 is never trained on) with
 
     L = CE + lam * log R,     R = R_const + sum_ij w_ij * R_ij         (Eq. 10 with the expected runtime)
 
-(R_ij: the profile's runtime of candidate j at layer i; skip costs 0), then the weights on a training
-batch with alpha frozen. Sigmoid weights need not sum to 1, so "expected" runtime is then a weighted
+(R_ij: the profile's runtime of candidate j at layer i, its SE factor included (Eq. 14); skip costs 0),
+then the weights on a batch of the weight half with alpha frozen (in every phase the weights train on
+that half only). Sigmoid weights need not sum to 1, so "expected" runtime is then a weighted
 sum, not an expectation: the paper does not say how its sigmoid baseline prices runtime; this is the
 direct reading of Eq. 6 with Eq. 10. The derived child takes the argmax path per layer with that
 path's trained weights (no retraining). It does NOT reproduce the weighted-sum network (that gap is the
@@ -32,10 +35,15 @@ from torch import nn
 from .base import Searcher
 from .cost import exact_cost, load_profile
 from .errors import UsageError, check_choice
-from .spaces.mbconv import Block, ChildNet, Head, MBConv, MBConvArch, conv_bn, layer_specs, stem_stride
-from .training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch
+from .spaces.mbconv import EXPANSIONS, KERNELS, SE_RATIOS, Block, ChildNet, Head, MBConv, MBConvArch, conv_bn, \
+    layer_specs, stem_stride
+from .data import arch_split
+from .training import Mean, autocast, cosine_lr, endless_batches, set_lr, steps_per_epoch
 
-CANDIDATES = (Block(3, 3, 0.0), Block(3, 6, 0.0), Block(5, 3, 0.0), Block(5, 6, 0.0), Block(skip=True))
+# The Single-Path space per layer (Eq. 1-4): every (k, e) with every SE ratio, then skip. The same
+# candidates for multi-path and DSNAS as for single-path and random search, so every method on this
+# space searches the same architectures and the profile prices SE alike for all (Eq. 14-17).
+CANDIDATES = tuple(Block(k, e, se) for k in KERNELS for e in EXPANSIONS for se in SE_RATIOS) + (Block(skip=True),)
 N_CAND = len(CANDIDATES)
 WEIGHTINGS = ("sigmoid", "softmax")
 
@@ -50,7 +58,7 @@ def phase_of(epoch: int, epochs: int, warmup: int, finetune: int) -> str:
 
 class CandidateNet(nn.Module):
     """Stem, fixed layer 0, 20 searchable layers each a ModuleList of candidate MBConvs (+ Identity for
-    skip), fixed layer 21, head; architecture logits `alpha` (20 x 5, skip masked where not allowed)."""
+    skip), fixed layer 21, head; architecture logits `alpha` (20 x 13, skip masked where not allowed)."""
 
     def __init__(self, width: float, image_size: int, num_classes: int, dropout: float = 0.2):
         super().__init__()
@@ -61,7 +69,8 @@ class CandidateNet(nn.Module):
         layers = {"0": MBConv(specs[0].in_channels, specs[0].out_channels, 3, 1, 1)}
         for s in self.specs:
             layers[str(s.index)] = nn.ModuleList(
-                nn.Identity() if b.skip else MBConv(s.in_channels, s.out_channels, b.kernel, b.expansion, s.stride)
+                nn.Identity() if b.skip else MBConv(s.in_channels, s.out_channels, b.kernel, b.expansion, s.stride,
+                                                    b.se)
                 for b in CANDIDATES if s.skippable or not b.skip)
         layers["21"] = MBConv(specs[-1].in_channels, specs[-1].out_channels, 3, 6, 1)
         self.layers = nn.ModuleDict(layers)
@@ -111,8 +120,9 @@ class CandidateNet(nn.Module):
 
 
 def runtime_table(profile, specs) -> tuple[torch.Tensor, float]:
-    """(R_ij in ms, 20 x 5, skip and masked entries 0; the profile's constant): exact per candidate."""
-    rows = [[0.0 if b.skip else profile.layer_ms(s.index, b.kernel, b.expansion) for b in CANDIDATES] for s in specs]
+    """(R_ij in ms, 20 x 13, skip and masked entries 0; the profile's constant): exact per candidate,
+    SE priced by the profile's factors (Eq. 14; 1.0x on a profile without them)."""
+    rows = [[profile.block_ms(s.index, b) for b in CANDIDATES] for s in specs]
     return torch.tensor(rows), profile.constant_ms
 
 
@@ -174,6 +184,7 @@ class MultiPathNAS(Searcher):
         self.opt = torch.optim.Adam(self.weights, lr=params.lr)
         self.arch_opt = torch.optim.Adam([self.net.alpha], lr=params.arch_lr, betas=(0.5, 0.999))
         task.to(self.device)
+        self.w_task, self.a_task = arch_split(task)  # weights on one half of train, alpha on the other
 
     def expected_runtime(self) -> torch.Tensor:
         """R = R_const + sum_ij w_ij R_ij (ms): Eq. 11's layer sum with Eq. 6's path weights."""
@@ -184,7 +195,7 @@ class MultiPathNAS(Searcher):
         return phase_of(epoch, self.settings.epochs, p.warmup_epochs, p.finetune_epochs)
 
     def arch_step(self, xv, yv, lam: float) -> torch.Tensor:
-        """Eq. 8, outer problem: alpha on a validation batch (weights untouched: no grads for them)."""
+        """Eq. 8, outer problem: alpha on a batch of the architecture half (weights untouched: no grads)."""
         self.arch_opt.zero_grad(set_to_none=True)
         with autocast(self.device):
             ce = F.cross_entropy(self.net(xv), yv)
@@ -194,7 +205,7 @@ class MultiPathNAS(Searcher):
         return loss
 
     def weight_step(self, x, y) -> torch.Tensor:
-        """Eq. 8, inner problem: the weights on a training batch (alpha untouched: no grad for it)."""
+        """Eq. 8, inner problem: the weights on a batch of the weight half (alpha untouched: no grad)."""
         self.opt.zero_grad(set_to_none=True)
         with autocast(self.device):
             ce = F.cross_entropy(self.net(x), y)
@@ -210,15 +221,16 @@ class MultiPathNAS(Searcher):
         search = phase == "search"
         lam = p.lam if search else 0.0
         net.train()
-        n_steps = steps_per_epoch(len(task.train[1]), bs)
-        val_iter = self._val_batches() if search else None
+        n_steps = steps_per_epoch(len(self.w_task.train[1]), bs)
+        arch_iter = endless_batches(self.a_task, bs, self.generator) if search else None
         loss_m, ce_m, arch_m = Mean(), Mean(), Mean()
-        for step, (x, y) in enumerate(task.batches("train", bs, self.generator, augment=True, drop_last=True)):
+        for step, (x, y) in enumerate(self.w_task.batches("train", bs, self.generator, augment=True,
+                                                          drop_last=True)):
             set_lr(self.opt, cosine_lr(p.lr, self.epoch, step, n_steps, self.settings.epochs))
             x = x.contiguous(memory_format=torch.channels_last)
-            if search:  # alternate per step: alpha on validation, then the weights on training data
-                xv, yv = next(val_iter)
-                arch_m.add(self.arch_step(xv.contiguous(memory_format=torch.channels_last), yv, lam))
+            if search:  # alternate per step: alpha on the architecture half, then the weights on theirs
+                xa, ya = next(arch_iter)
+                arch_m.add(self.arch_step(xa.contiguous(memory_format=torch.channels_last), ya, lam))
             ce = self.weight_step(x, y)
             ce_m.add(ce)
             if lam > 0:  # the Eq. 10 objective on the training batch, for the record
@@ -236,10 +248,6 @@ class MultiPathNAS(Searcher):
                     extra={"phase": phase, "lam": lam, "arch_loss": arch_m.get() if search else None,
                            "expected_runtime_ms": round(expected, 3),
                            "max_weight": [round(v, 4) for v in w.max(-1).values.tolist()]})
-
-    def _val_batches(self):
-        while True:
-            yield from self.task.batches("val", self.settings.batch_size, self.generator, augment=False)
 
     def derive(self):
         self.net.eval()

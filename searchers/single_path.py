@@ -7,9 +7,12 @@ largest compact network. The loss is Eq. 10:
     L = CE + lam * log R(ms)
 
 with R the differentiable runtime of Eq. 11-17 on a device profile. `lam` is exactly the
-coefficient of Eq. 10 (no hidden rescaling; the public code multiplies its flag by 1e3 elsewhere).
+coefficient of Eq. 10 (no hidden rescaling). The journal gives no value for it; the public code computes
+`runtime_lambda * 1e3 * log(R)`, so its flag times 1e3 is this `lam`: the flag 0.020 of its README is
+lam = 20 here, and lam = 0.02 here is a flag of 2e-5 there.
 Variants: "sigmoid" (default, one-level), "ste" (one-level), "softmax" (Eq. 18, bilevel: the logits
-tau step on validation batches, interleaved with the weights' step on training batches).
+tau step on batches of a fixed half of the training split, interleaved with the weights' step on the
+other half, as EnTranNAS and DARTS; the val split that scores Eq. 19 is never trained on).
 """
 from __future__ import annotations
 
@@ -23,15 +26,18 @@ from torch import nn
 from .base import Searcher
 from .cost import exact_cost, load_profile
 from .cost.runtime import Indicators, differentiable_runtime
+from .data import arch_split
 from .errors import UsageError, check_choice
 from .spaces.mbconv import Block, ChildNet, Head, MBConv, MBConvArch, conv_bn, layer_specs, stem_stride
-from .spaces.superkernel import VARIANTS, SuperMBConv
-from .training import Mean, autocast, cosine_lr, set_lr, steps_per_epoch, eval_logits
+from .spaces.superkernel import MASKS, VARIANTS, SuperMBConv
+from .training import Mean, autocast, cosine_lr, endless_batches, eval_logits, set_lr, steps_per_epoch
 
 
 @dataclass(frozen=True, kw_only=True)
 class SinglePathParams:
-    lam: float = 0.02                # Eq. 10 trade-off; 0.02 is the paper's ImageNet value
+    lam: float = 0.02                # Eq. 10 coefficient. No paper value; the public code's flag x 1e3
+                                     # is this lam (its README's 0.020 is lam 20). 0.02 lies where runtime
+                                     # falls fastest on digits and CIFAR-10 (README: lambda response)
     variant: str = "sigmoid"         # sigmoid | ste | softmax  (Sec. VII-A formulations 2-4)
     lr: float = 3e-3                 # Adam, cosine-decayed over the search
     threshold_lr: float = 2.0        # Adam on the thresholds / softmax logits, per search EPOCH: each
@@ -45,9 +51,13 @@ class SinglePathParams:
                                      # (the deliverable is used without retraining; not in the paper)
     decision_dropout: float = 0.1    # probability of dropping each decision during warm-up
     weight_decay: float = 0.0        # no decay: it would shrink the very norms the decisions compare
+    mask: str = "features"           # features: decisions mask the weights AND gate the features, so the
+                                     # child equals the supernet (and expansion / skip thresholds get a
+                                     # CE gradient, superkernel.py); weights: Eq. 2-4 literally
 
     def __post_init__(self):
         check_choice("variant", self.variant, VARIANTS)
+        check_choice("mask", self.mask, MASKS)
         if not self.lam >= 0:
             raise UsageError(f"lam must be >= 0, got {self.lam}")
         for name in ("lr", "threshold_lr"):
@@ -60,14 +70,15 @@ class SinglePathParams:
 class SuperNet(nn.Module):
     """Stem, fixed layer 0, 20 superkernel layers, fixed layer 21, head (names match ChildNet)."""
 
-    def __init__(self, width: float, image_size: int, num_classes: int, variant: str, dropout: float = 0.2):
+    def __init__(self, width: float, image_size: int, num_classes: int, variant: str, dropout: float = 0.2,
+                 mask: str = "features"):
         super().__init__()
         self.width, self.image_size, self.num_classes, self.dropout = width, image_size, num_classes, dropout
         specs = layer_specs(width, image_size)
         self.stem = conv_bn(3, specs[0].in_channels, 3, stem_stride(image_size))
         layers = {"0": MBConv(specs[0].in_channels, specs[0].out_channels, 3, 1, 1)}
         for spec in specs[1:-1]:
-            layers[str(spec.index)] = SuperMBConv(spec, variant)
+            layers[str(spec.index)] = SuperMBConv(spec, variant, mask)
         layers["21"] = MBConv(specs[-1].in_channels, specs[-1].out_channels, 3, 6, 1)
         self.layers = nn.ModuleDict(layers)
         self.head = Head(specs[-1].out_channels, width, num_classes, dropout)
@@ -128,19 +139,24 @@ class SinglePathNAS(Searcher):
     def __init__(self, params, task, settings):
         super().__init__(params, task, settings)
         self.profile = load_profile(settings.profile)
-        self.net = SuperNet(settings.width, task.image_size, task.num_classes, params.variant).to(self.device)
+        self.net = SuperNet(settings.width, task.image_size, task.num_classes, params.variant,
+                            mask=params.mask).to(self.device)
         # channels_last: ~2x faster depthwise convolutions on CPU (oneDNN) and the fast path on CUDA
         self.net = self.net.to(memory_format=torch.channels_last)
         weights, arch = split_parameters(self.net)
         self.opt = torch.optim.Adam(weights, lr=params.lr, weight_decay=params.weight_decay)
-        # thresholds (or logits) get their own optimiser: for softmax they step on validation data
+        # thresholds (or logits) get their own optimiser: for softmax they step on the architecture half
         self.arch_opt = torch.optim.Adam(arch, lr=params.threshold_lr, betas=(0.5, 0.999))
         task.to(self.device)
+        # Bilevel (softmax): weights on one half of the training split, logits on the other
+        # (data.arch_split); one-level variants train everything on the whole training split.
+        self.w_task, self.a_task = arch_split(task) if params.variant == "softmax" else (task, None)
 
     def runtime(self, decisions) -> torch.Tensor:
         """Eq. 11-17: differentiable runtime (ms) of the current decisions on the profile."""
         return differentiable_runtime(self.profile, [
-            Indicators(d_e3=d["e3"], d_e6=d["e6"], d_k5=d["k5"], d_se25=d["se25"]) for d in decisions])
+            Indicators(d_e3=d["e3"], d_e6=d["e6"], d_k5=d["k5"], d_se25=d["se25"],
+                       d_se50=d["se50"]) for d in decisions])
 
     def phase(self, epoch: int) -> str:
         """warmup | search | finetune for a 0-based epoch. Short runs keep at least one search epoch:
@@ -164,19 +180,20 @@ class SinglePathNAS(Searcher):
         bilevel = p.variant == "softmax" and phase == "search"
         arch_step = phase == "search" and not bilevel
         net.train()
-        n_steps = steps_per_epoch(len(task.train[1]), self.settings.batch_size)
-        val_iter = self._val_batches() if bilevel else None
+        bs = self.settings.batch_size
+        n_steps = steps_per_epoch(len(self.w_task.train[1]), bs)
+        arch_iter = endless_batches(self.a_task, bs, self.generator) if bilevel else None
         loss_m, ce_m = Mean(), Mean()
-        for step, (x, y) in enumerate(task.batches("train", self.settings.batch_size, self.generator,
-                                                   augment=True, drop_last=True)):
+        for step, (x, y) in enumerate(self.w_task.batches("train", bs, self.generator, augment=True,
+                                                          drop_last=True)):
             set_lr(self.opt, cosine_lr(p.lr, self.epoch, step, n_steps, self.settings.epochs))
             set_lr(self.arch_opt, p.threshold_lr / n_steps)
             x = x.contiguous(memory_format=torch.channels_last)
-            if bilevel and val_iter is not None:
-                # Eq. 18 bilevel: first the logits on a validation batch, then the weights
-                xv, yv = next(val_iter)
+            if bilevel:
+                # Eq. 18 bilevel: first the logits on a batch of the architecture half, then the weights
+                xa, ya = next(arch_iter)
                 self.arch_opt.zero_grad(set_to_none=True)
-                self._loss(xv, yv, lam)[0].backward()
+                self._loss(xa.contiguous(memory_format=torch.channels_last), ya, lam)[0].backward()
                 self.arch_opt.step()
             self.opt.zero_grad(set_to_none=True)
             self.arch_opt.zero_grad(set_to_none=True)
@@ -202,11 +219,9 @@ class SinglePathNAS(Searcher):
         loss = ce + lam * torch.log(self.runtime(d)) if lam > 0 else ce  # Eq. 10
         return loss, ce
 
-    def _val_batches(self):
-        while True:
-            yield from self.task.batches("val", self.settings.batch_size, self.generator, augment=False)
-
     def search_logits(self, x):
+        if not all(m.gates_features for m in self.net.searchable()):
+            return None  # mask "weights" without a frozen architecture: the child is not the supernet
         return eval_logits(self.net, x)
 
     def derive(self):

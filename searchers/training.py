@@ -37,6 +37,14 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
+def endless_batches(task, batch_size: int, generator: torch.Generator | None, augment: bool = True):
+    """Training batches of `task` without end (a new shuffle per pass): the architecture steps of a
+    bilevel method draw from its architecture part of the training split (data.arch_split) one batch
+    per weight step, whatever the two parts' sizes."""
+    while True:
+        yield from task.batches("train", batch_size, generator, augment=augment)
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, n // batch_size) if n >= batch_size else 1
 

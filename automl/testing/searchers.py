@@ -1,12 +1,13 @@
 """Contract every registered searcher passes (run by tests/searchers/test_contract.py), on CPU at tiny
 width: same seed => same result; per-epoch metrics present; checkpoint/restore equals an uninterrupted
-run; the exported child reproduces the search network's eval-mode logits where the method claims it;
+run; the val and test splits are never trained on; the exported child reproduces the search network's eval-mode logits where the method claims it;
 the saved model.pt reloads to the same logits."""
 from __future__ import annotations
 
 import copy
 import io
 import math
+from unittest import mock
 
 import torch
 
@@ -38,9 +39,9 @@ def settings(epochs: int = 2, seed: int = 0) -> RunSettings:
     return RunSettings(epochs=epochs, seed=seed, batch_size=32, width=0.25, target_ms=80.0)
 
 
-def make(name: str, task: Task, epochs: int = 2, seed: int = 0):
+def make(name: str, task: Task, epochs: int = 2, seed: int = 0, params: dict | None = None):
     cls = get_searcher(name)
-    return cls(cls.make_params(**TINY_PARAMS.get(name, {})), task, settings(epochs, seed))
+    return cls(cls.make_params(**{**TINY_PARAMS.get(name, {}), **(params or {})}), task, settings(epochs, seed))
 
 
 def same_seed_same_result(name: str, task: Task) -> None:
@@ -97,4 +98,23 @@ def child_reproduces_logits(name: str, task: Task, tmp_path) -> None:
         torch.testing.assert_close(reloaded(x), got, atol=1e-5, rtol=1e-5)
 
 
-CONTRACT = [same_seed_same_result, metrics_every_epoch, checkpoint_restore]
+def held_out_never_trained(name: str, task: Task, params: dict | None = None) -> None:
+    """No batch of val or test is drawn with autograd on: weights and architecture parameters (bilevel
+    methods included: their architecture steps use part of the training split, data.arch_split) train
+    only on training data; val scores the Eq. 19 reward and test reports the result."""
+    drawn = []
+    batches = Task.batches
+
+    def spy(self, split, *args, **kwargs):
+        for batch in batches(self, split, *args, **kwargs):
+            drawn.append((split, torch.is_grad_enabled()))
+            yield batch
+
+    with mock.patch.object(Task, "batches", spy):
+        make(name, task, params=params).run()
+    assert any(split == "train" for split, _ in drawn)
+    trained_on = sorted({split for split, grad in drawn if grad and split != "train"})
+    assert not trained_on, f"{name} draws {trained_on} batches with autograd on (training on held-out data)"
+
+
+CONTRACT = [same_seed_same_result, metrics_every_epoch, checkpoint_restore, held_out_never_trained]

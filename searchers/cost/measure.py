@@ -8,10 +8,12 @@ instead keeps its weights warm in cache and misses the hand-over between layers;
 in-context profile's mean error stayed within +-2 % (benchmarks/profile_accuracy.py).
 
 Probe design: every probe network keeps all 20 searchable layers; in each round, each layer takes each
-of its variants (k, e) -- and, with `se=True`, (k, e) with SE 0.25 -- in exactly one probe, in an
-order shuffled per layer, so neighbours vary (a random Latin design). A variant's runtime is the mean
-over rounds of its segment time; the constant is the median of stem + layer 0 + layer 21 + head over
-all probes; SE factors are s = R(k, e, SE 0.25) / R(k, e) (Eq. 14; SE 0.5 assumed equal, obs. (i)).
+of its variants (k, e) -- and, with `se=True`, (k, e) with SE 0.25 and with SE 0.5 -- in exactly one
+probe, in an order shuffled per layer, so neighbours vary (a random Latin design). A variant's runtime
+is the mean over rounds of its segment time; the constant is the median of stem + layer 0 + layer 21 +
+head over all probes; SE factors are s_se = R(k, e, se) / R(k, e) per layer and (k, e) (Eq. 14), for
+SE 0.25 and SE 0.5 apart (the paper's observation (i), s_0.25 ~ s_0.5, is then a measurement, not an
+assumption: the profile's `se_factors` and `se50_factors`).
 
 Drift: every timed item (probe or validation network) gets `warmup` untimed and `repeats` timed
 forwards per pass, in `passes` shuffled passes, and keeps its median over passes; `profile_device`
@@ -217,7 +219,7 @@ def probe_plan(rounds: int, se: bool, seed: int) -> list[tuple[Block, ...]]:
     """The probe networks: per round, each layer takes each variant in one probe, in a per-layer random order."""
     if rounds < 1:
         raise UsageError(f"rounds must be >= 1, got {rounds}")
-    variants = [Block(k, e, 0.0) for k, e in VARIANTS] + ([Block(k, e, 0.25) for k, e in VARIANTS] if se else [])
+    variants = [Block(k, e, r) for r in (SE_RATIOS if se else (0.0,)) for k, e in VARIANTS]
     rng = random.Random(seed)
     plan = []
     for _ in range(rounds):
@@ -234,10 +236,11 @@ def profile_from_probes(plan: list[tuple[Block, ...]], segments: list[list[float
             samples.setdefault((i, b), []).append(seg[1 + i])
     ms = {key: statistics.fmean(v) for key, v in samples.items()}
     tables = {i: {(k, e): ms[(i, Block(k, e, 0.0))] for k, e in VARIANTS} for i in LAYERS}
-    se_factors = {(i, k, e): ms[(i, Block(k, e, 0.25))] / tables[i][(k, e)]
-                  for i in LAYERS for k, e in VARIANTS if (i, Block(k, e, 0.25)) in ms}
+    factors = lambda r: {(i, k, e): ms[(i, Block(k, e, r))] / tables[i][(k, e)]
+                         for i in LAYERS for k, e in VARIANTS if (i, Block(k, e, r)) in ms}   # Eq. 14
     constant = statistics.median(seg[0] + seg[1] + seg[-2] + seg[-1] for seg in segments)
-    return Profile(constant_ms=constant, tables=tables, se_factors=se_factors, **fields)
+    return Profile(constant_ms=constant, tables=tables, se_factors=factors(0.25), se50_factors=factors(0.5),
+                   **fields)
 
 
 def random_arch(rng: random.Random, width: float, image_size: int, se: bool) -> MBConvArch:

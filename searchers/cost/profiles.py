@@ -2,9 +2,13 @@
 
 A profile holds, for each searchable layer 1..20 at the deployment input size (224x224), the runtime
 of its four MBConv variants R^i_{k,e} for k in {3, 5}, e in {3, 6} (paper Sec. III-D, the inputs of
-Eq. 12-13), optional SE scaling factors s^i_{k,e} (Eq. 14; one factor for both SE ratios, since
-s_0.25 ~ s_0.5 by observation (i)), and a constant for everything no decision touches: stem, fixed
-layers 0 and 21, head conv and classifier.
+Eq. 12-13), optional SE scaling factors s^i_{k,e,se} (Eq. 14), and a constant for everything no
+decision touches: stem, fixed layers 0 and 21, head conv and classifier.
+
+SE factors: `se_factors` holds s^i_{k,e,0.25}, which also serves SE 0.5 where nothing else is known
+(observation (i): s_0.25 ~ s_0.5, the paper's Eq. 15-17); `se50_factors`, when present, holds
+s^i_{k,e,0.5} measured on its own (`python -m searchers profile` measures both). A profile without SE
+factors (the two Pixel 1 tables: nothing was measured there) prices SE at 1.0x, i.e. for free.
 
 Three file formats load into the same `Profile`:
   * the Single-Path NAS json (keys "0".."21", columns "0"=k3e3 "1"=k3e6 "2"=k5e3 "3"=k5e6),
@@ -25,8 +29,11 @@ from ..spaces.mbconv import KERNELS, EXPANSIONS, NUM_SEARCHABLE, feature_sizes, 
 
 BUNDLED_DIR = Path(__file__).parent / "profiles"
 BUNDLED = {
+    # Pixel 1 tables as published: no SE was measured there, so SE costs 1.0x (is free) on them
     "pixel1-single-path": "pixel1-single-path.json",
     "pixel1-proxylessnas-mobile": "pixel1-proxylessnas-mobile.yaml",
+    # measured on this project's 2-vCPU machine with `python -m searchers profile` (README): SE priced
+    "cpu-xeon-1thread": "cpu-xeon-1thread.json",
 }
 FORMAT = "hwnas-device-profile/1"
 LAYERS = tuple(range(1, NUM_SEARCHABLE + 1))                 # searchable layers 1..20
@@ -50,7 +57,8 @@ class Profile:
     device: str                                  # free-text description of the measured device
     constant_ms: float                           # stem + layer 0 + layer 21 + head + classifier
     tables: dict[int, dict[tuple[int, int], float]]  # layer 1..20 -> {(k, e): ms}
-    se_factors: dict[tuple[int, int, int], float] = field(default_factory=dict)  # (layer,k,e) -> s
+    se_factors: dict[tuple[int, int, int], float] = field(default_factory=dict)  # (layer,k,e) -> s_0.25
+    se50_factors: dict[tuple[int, int, int], float] = field(default_factory=dict)  # (layer,k,e) -> s_0.5
     input_size: int = 224                        # the resolution the tables were measured at
     width: float = 1.0                           # channel multiplier of the measured networks
     unit: str = "ms"
@@ -60,13 +68,14 @@ class Profile:
         _check_tables(self.name, self.tables)
         if not math.isfinite(self.constant_ms) or self.constant_ms < 0:
             raise UsageError(f"profile {self.name}: constant_ms must be a finite number >= 0, got {self.constant_ms}")
-        bad = [key for key in self.se_factors if key[0] not in LAYERS or tuple(key[1:]) not in VARIANTS]
-        if bad:
-            raise UsageError(f"profile {self.name}: SE factors for unknown (layer, k, e) {bad[:3]}")
-        bad = [key for key, s in self.se_factors.items()
-               if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0]
-        if bad:
-            raise UsageError(f"profile {self.name}: SE factors must be numbers > 0; bad at (layer, k, e) {bad[:3]}")
+        for what, factors in (("SE factors", self.se_factors), ("SE 0.5 factors", self.se50_factors)):
+            bad = [key for key in factors if key[0] not in LAYERS or tuple(key[1:]) not in VARIANTS]
+            if bad:
+                raise UsageError(f"profile {self.name}: {what} for unknown (layer, k, e) {bad[:3]}")
+            bad = [key for key, s in factors.items()
+                   if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0]
+            if bad:
+                raise UsageError(f"profile {self.name}: {what} must be numbers > 0; bad at (layer, k, e) {bad[:3]}")
         if self.unit != "ms":
             raise UsageError(f"profile {self.name}: unit must be 'ms', got {self.unit!r}")
 
@@ -74,9 +83,21 @@ class Profile:
         """R^i_{k,e}: runtime of searchable layer `layer` as MBConv-k-e without SE."""
         return self.tables[layer][(kernel, expansion)]
 
-    def se_factor(self, layer: int, kernel: int, expansion: int) -> float:
-        """s^i_{k,e} of Eq. 14 (runtime with SE / without); 1.0 where the profile has none."""
-        return self.se_factors.get((layer, kernel, expansion), 1.0)
+    def se_factor(self, layer: int, kernel: int, expansion: int, ratio: float = 0.25) -> float:
+        """s^i_{k,e,ratio} of Eq. 14 (runtime with SE / without): SE 0.5's own factor where measured, else
+        the SE 0.25 factor (observation (i)); 1.0 where the profile has none."""
+        key = (layer, kernel, expansion)
+        if ratio == 0.5 and key in self.se50_factors:
+            return self.se50_factors[key]
+        return self.se_factors.get(key, 1.0)
+
+    def block_ms(self, layer: int, block) -> float:
+        """Runtime (ms) of searchable layer `layer` as a decoded Block: R^i_{k,e} times s^i_{k,e,se} when
+        it has SE (Eq. 14), 0 when skipped."""
+        if block.skip:
+            return 0.0
+        s = self.se_factor(layer, block.kernel, block.expansion, block.se) if block.se else 1.0
+        return self.layer_ms(layer, block.kernel, block.expansion) * s
 
     # -- our own json format -----------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -88,6 +109,9 @@ class Profile:
         if self.se_factors:
             out["se_factors"] = {str(i): {variant_name(k, e): self.se_factor(i, k, e) for k, e in VARIANTS}
                                  for i in LAYERS}
+        if self.se50_factors:
+            out["se50_factors"] = {str(i): {variant_name(k, e): self.se_factor(i, k, e, 0.5) for k, e in VARIANTS}
+                                   for i in LAYERS}
         if self.measured is not None:
             out["measured"] = self.measured
         return out
@@ -194,19 +218,20 @@ def load_own_json(raw: dict, name: str) -> Profile:
     """Our format (Profile.save): named variants per layer, optional SE factors and measurements."""
     name = raw.get("name", name)
     known = {"format", "name", "device", "unit", "input_size", "width", "constant_ms", "layers", "se_factors",
-             "measured"}
+             "se50_factors", "measured"}
     if set(raw) - known:
         raise UsageError(f"profile {name}: unknown fields {sorted(set(raw) - known)}; valid: {sorted(known)}")
     for req in ("constant_ms", "layers"):
         if req not in raw:
             raise UsageError(f"profile {name}: missing field {req!r}")
     tables = {_layer_key(name, i): _parse_variants(name, i, row) for i, row in raw["layers"].items()}
-    se = {(_layer_key(name, i), *v): s for i, row in raw.get("se_factors", {}).items()
-          for v, s in _parse_variants(name, i, row).items()}
+    factors = lambda key: {(_layer_key(name, i), *v): s for i, row in raw.get(key, {}).items()
+                           for v, s in _parse_variants(name, i, row).items()}
+    se, se50 = factors("se_factors"), factors("se50_factors")   # se50_factors: optional, added later
     if not isinstance(raw["constant_ms"], (int, float)):
         raise UsageError(f"profile {name}: constant_ms must be a number, got {raw['constant_ms']!r}")
     return Profile(name=name, device=raw.get("device", "unknown"), constant_ms=float(raw["constant_ms"]),
-                   tables=tables, se_factors=se, input_size=int(raw.get("input_size", 224)),
+                   tables=tables, se_factors=se, se50_factors=se50, input_size=int(raw.get("input_size", 224)),
                    width=float(raw.get("width", 1.0)), unit=raw.get("unit", "ms"), measured=raw.get("measured"))
 
 

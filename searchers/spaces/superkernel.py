@@ -15,10 +15,34 @@ code's Indicator does) or the identity ("ste", straight-through).
 For "softmax" (Eq. 18) each decision is a softmax over learnable logits tau and the subsets are mixed
 by their probabilities; eval mode (and decoding) takes the argmax.
 
-Besides masking the weights as Eq. 2-4 write, the decisions also gate the layer's features: a zeroed
-depthwise channel still leaves its BatchNorm bias, an SE path with an all-zero squeeze still scales by
-sigmoid(bias), and a skipped layer's projection still adds its BN bias. Gating the features makes a
-hard decision exactly the compact MBConv it names, so the extracted child reproduces the supernet.
+Masking (`mask`). With "features" (the default), besides masking the weights as Eq. 2-4 write, the
+decisions also gate the layer's features: a zeroed depthwise channel still leaves its BatchNorm bias,
+an SE path with an all-zero squeeze still scales by sigmoid(bias), and a skipped layer's projection
+still adds its BN bias. Gating the features makes a hard decision exactly the compact MBConv it names,
+so the extracted child reproduces the supernet.
+
+It also changes the search. BatchNorm after the depthwise conv cancels a per-channel scale of its
+weights, so with the weights-only masking of Eq. 2-4 the cross-entropy gives the expansion and skip
+thresholds almost no gradient; the gate on the features gives them one. dL/dt of the cross-entropy
+(benchmarks/mask_compare.py: digits, width 0.25, after one warm-up epoch, same weights and batch of
+64), features vs weights-only, layer 6 / median |.| over the searchable layers:
+    t_e6    +8.2e-5 vs +6.8e-9   /  4.6e-5 vs 6.5e-9
+    t_e3    -6.9e-5 vs +1.6e-9   /  6.9e-5 vs 3.3e-9
+    t_se25  +2.9e-6 vs -1.5e-5   /  1.6e-4 vs 3.8e-5   (the sign flips at layer 6)
+    t_k5    +7.8e-6 vs +7.4e-6   /  2.9e-5 vs 2.5e-5
+    t_se50  equal (the 0.5 half gates nothing beyond its squeeze weights)
+(issue 10 measured on another layer: t_e6 -1.2e-4 vs -1.4e-8, t_e3 -2.9e-2 vs 1.1e-8, t_se25 -1.9e-4
+vs +3.3e-4, t_k5 about 6x larger.) So under weights-only masking expansion and skip move almost
+only by the runtime term (lam), i.e. toward smaller layers, whatever the accuracy says; in 4-epoch
+digits searches they hardly moved at all: 102-110 ms for lam 0.01-0.1 with weights-only masking, where
+the gated default gave 97, 70 and 35 ms (README, "Feature gating vs weights-only masking").
+
+"weights" runs Eq. 2-4 literally during the search: the decisions mask the depthwise and squeeze
+weights only, nothing gates the features, SE always rescales and a residual layer always adds its
+branch. The child is derived the same way (the hard decisions decode to blocks; the compact layers
+are cut out with their weights), but it then differs from the search network by the biases that leak
+through zeroed weights. Once the architecture is frozen (the fine-tuning epochs) the layer runs as
+the child it names (features gated), so the delivered child, trained there, equals the supernet again.
 """
 from __future__ import annotations
 
@@ -29,6 +53,7 @@ from torch import nn
 from .mbconv import Block, LayerSpec, MBConv, conv_bn, se_channels, zero_init_residual
 
 VARIANTS = ("sigmoid", "ste", "softmax")
+MASKS = ("features", "weights")   # see the module doc: gate features too (default) or Eq. 2-4 literally
 DECISIONS = ("k5", "e6", "e3", "se25", "se50")   # order of t_unit
 
 
@@ -47,9 +72,9 @@ def frozen_decisions(b: Block, one: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 class SuperMBConv(nn.Module):
-    def __init__(self, spec: LayerSpec, variant: str):
+    def __init__(self, spec: LayerSpec, variant: str, mask: str = "features"):
         super().__init__()
-        self.spec, self.variant = spec, variant
+        self.spec, self.variant, self.mask = spec, variant, mask
         c_in, self.mid = spec.in_channels, spec.in_channels * 6
         self.half = spec.in_channels * 3
         self.expand = conv_bn(c_in, self.mid)
@@ -150,7 +175,15 @@ class SuperMBConv(nn.Module):
         return Block(5 if d["k5"] else 3, 6 if d["e6"] else 3, (0.5 if d["se50"] else 0.25) if d["se25"] else 0.0)
 
     # -- forward ---------------------------------------------------------------------------
+    @property
+    def gates_features(self) -> bool:
+        """Whether the decisions gate the features (module doc): always, except with mask "weights"
+        before the architecture is frozen."""
+        return self.mask == "features" or self.frozen is not None
+
     def forward(self, x: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self.gates_features:
+            return self._forward_weights_only(x, d)
         m1, m2 = d["e3"], d["e3"] * d["e6"]                 # channel halves: e3 part, e6 part
         s1, s2 = d["se25"], d["se25"] * d["se50"]           # squeeze halves: 0.25 part, 0.5 part
         half, mid = self.half, self.mid
@@ -166,6 +199,20 @@ class SuperMBConv(nn.Module):
         h = h * (1 - s1 + s1 * gate)
         y = self.project(h)
         return x + m1 * y if self.residual else y
+
+    def _forward_weights_only(self, x: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eq. 2-4 literally: the decisions zero out weights (depthwise kernel ring, channel halves, squeeze
+        channels) and touch nothing else."""
+        m1, m2 = d["e3"], d["e3"] * d["e6"]
+        s1, s2 = d["se25"], d["se25"] * d["se50"]
+        chan = torch.cat([m1.expand(self.half), m2.expand(self.mid - self.half)]).view(-1, 1, 1, 1)
+        w = self.dw.weight * (1 - self.ring + self.ring * d["k5"]) * chan   # Eq. 2-3
+        h = F.relu(self.dw_bn(F.conv2d(self.expand(x), w, None, self.spec.stride, 2, 1, self.mid)))
+        smask = torch.cat([s1.expand(self.se_q), s2.expand(self.se_max - self.se_q)])
+        z = F.conv2d(h.mean((2, 3), keepdim=True), self.se_reduce.weight * smask.view(-1, 1, 1, 1),
+                     self.se_reduce.bias * smask)                           # Eq. 4
+        y = self.project(h * torch.sigmoid(self.se_expand(F.relu(z))))
+        return x + y if self.residual else y
 
     # -- extraction ------------------------------------------------------------------------
     @torch.no_grad()

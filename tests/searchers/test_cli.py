@@ -19,6 +19,7 @@ def test_info_reports_the_profile_range():
     info = json.loads(r.stdout)
     assert info["runtime_ms_min"] == pytest.approx(30.63, abs=0.01)
     assert info["runtime_ms_max"] == pytest.approx(131.46, abs=0.01)
+    assert "1.0x (free)" in info["se"]  # no SE was measured on Pixel 1
 
 
 ARCH = ("mbconv w0.25 i32 n10 | k5e3se0.5 skip k3e3 k3e6se0.25 | k5e6 skip skip skip | k3e3 k3e3 k3e3 k3e3 | "

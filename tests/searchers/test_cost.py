@@ -1,6 +1,7 @@
 """Cost models: profiles, exact and differentiable runtime (Eq. 11-17), FLOPs / params, device profiling."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from filecmp import cmp as cmp_files
@@ -21,16 +22,28 @@ from searchers.spaces.mbconv import Block, MBConvArch
 
 SP = "pixel1-single-path"
 PX = "pixel1-proxylessnas-mobile"
+CPU = "cpu-xeon-1thread"
 
 
 # -- profiles and exact runtime --------------------------------------------------------------------
 def test_bundled_profiles_listed_and_load():
-    assert list_profiles() == [SP, PX]
+    assert list_profiles() == [SP, PX, CPU]
     for name in list_profiles():
         p = load_profile(name)
         assert p.name == name and p.input_size == 224 and p.unit == "ms"
         assert sorted(p.tables) == list(range(1, 21))
-        assert p.se_factor(5, 3, 6) == 1.0  # neither Pixel 1 file has SE factors
+    for name in (SP, PX):
+        assert load_profile(name).se_factor(5, 3, 6) == 1.0  # neither Pixel 1 file has SE factors
+
+
+def test_the_bundled_cpu_profile_prices_both_se_ratios():
+    p = load_profile(CPU)
+    assert len(p.se_factors) == len(p.se50_factors) == 80 and p.measured["validation"]["mae_pct"] > 0
+    layer = p.block_ms(7, Block(5, 6, 0.0))
+    assert p.block_ms(7, Block(5, 6, 0.25)) == pytest.approx(layer * p.se_factor(7, 5, 6, 0.25))
+    assert p.block_ms(7, Block(5, 6, 0.5)) == pytest.approx(layer * p.se50_factors[(7, 5, 6)])
+    lo, hi = runtime_range(p)
+    assert lo < exact_runtime(p, MBConvArch.largest()) <= hi
 
 
 def test_single_path_exact_runtime_extremes():
@@ -87,7 +100,7 @@ def test_bad_single_path_profiles_raise(tmp_path, edit, match):
 
 
 def test_bad_profile_files_raise(tmp_path):
-    with pytest.raises(UsageError, match="valid choices: pixel1-single-path, pixel1-proxylessnas-mobile or a"):
+    with pytest.raises(UsageError, match="valid choices: pixel1-single-path, pixel1-proxylessnas-mobile, cpu-xeon-1thread or a"):
         load_profile("pixel2")
     with pytest.raises(UsageError, match="cannot read"):
         load_profile(_write(tmp_path, "garbage.json", "{not json"))
@@ -109,11 +122,17 @@ def test_own_format_round_trip(tmp_path):
     q = Profile(name="mine", device="test", constant_ms=p.constant_ms, tables=p.tables, se_factors=se,
                 measured={"settings": {"threads": 1}})
     back = load_profile(str(q.save(tmp_path / "mine.json")))
-    assert back == q
+    assert back == q and "se50_factors" not in q.to_json()  # files without SE 0.5 factors stay as they were
     arch = MBConvArch.parse("mbconv w1 i32 n10 | k3e3se0.25 skip k5e6 k3e6 | k5e3 skip skip skip | "
                             "k3e3 k3e3 k3e3 k3e3 | k5e6se0.5 k5e6 k5e6 k5e6 | k3e3 skip skip k5e6")
     plain = exact_runtime(p, arch)
     extra = 0.1 * (p.layer_ms(1, 3, 3) + p.layer_ms(13, 5, 6))  # the two SE layers cost 10 % more
+    assert exact_runtime(back, arch) == pytest.approx(plain + extra)  # SE 0.5 takes SE 0.25's factor
+    # SE 0.5 measured apart (se50_factors): its own factor, saved and loaded back
+    r = dataclasses.replace(q, se50_factors={key: 1.3 for key in se})
+    back = load_profile(str(r.save(tmp_path / "mine50.json")))
+    assert back == r
+    extra = 0.1 * p.layer_ms(1, 3, 3) + 0.3 * p.layer_ms(13, 5, 6)
     assert exact_runtime(back, arch) == pytest.approx(plain + extra)
 
 
@@ -129,6 +148,11 @@ def test_layer_runtime_hard_indicators_match_eq_12_13():
     se = {(3, 3): 1.1, (3, 6): 1.2, (5, 3): 1.3, (5, 6): 1.4}
     assert layer_runtime(t, 1, 1, 1, 1, se) == pytest.approx(1.4 * t[(5, 6)])   # Eq. 15 + 17
     assert layer_runtime(t, 1, 0, 0, 1, se) == pytest.approx(1.1 * t[(5, 3)] * r)  # Eq. 16 + 17
+    # SE 0.5 factors measured apart: the SE 0.5 indicator picks them; without them Eq. 17 as written
+    se50 = {v: s + 0.5 for v, s in se.items()}
+    assert layer_runtime(t, 1, 1, 1, 1, se, 1, se50) == pytest.approx(1.9 * t[(5, 6)])
+    assert layer_runtime(t, 1, 1, 1, 1, se, 0, se50) == pytest.approx(1.4 * t[(5, 6)])
+    assert layer_runtime(t, 1, 1, 1, 1, se, 1) == pytest.approx(1.4 * t[(5, 6)])
 
 
 def test_differentiable_runtime_at_hard_indicators():
@@ -246,7 +270,8 @@ def test_tiny_cpu_profile_and_validate(tmp_path, capsys):
     threads = torch.get_num_threads()
     p = profile_device("cpu", threads=1, validate_n=3, out=tmp_path / "cpu.json", **TINY)
     assert torch.get_num_threads() == threads  # the caller's setting comes back
-    assert p.input_size == 32 and p.width == 0.25 and p.constant_ms > 0 and len(p.se_factors) == 80
+    assert p.input_size == 32 and p.width == 0.25 and p.constant_ms > 0
+    assert len(p.se_factors) == len(p.se50_factors) == 80  # SE 0.25 and SE 0.5 measured apart (Eq. 14)
     assert all(v > 0 for t in p.tables.values() for v in t.values())
     v = p.measured["validation"]
     assert len(v["measured_ms"]) == 3
@@ -264,11 +289,12 @@ def test_tiny_cpu_profile_and_validate(tmp_path, capsys):
 
 def test_probe_plan_covers_every_variant_once_per_round():
     plan = probe_plan(rounds=2, se=True, seed=0)
-    assert len(plan) == 16
+    assert len(plan) == 24  # 4 (k, e) x SE {0, 0.25, 0.5} per round
     for i in range(20):
         for r in (0, 1):
-            column = [blocks[i] for blocks in plan[8 * r:8 * r + 8]]
-            assert len(set(column)) == 8 and not any(b.skip for b in column)
+            column = [blocks[i] for blocks in plan[12 * r:12 * r + 12]]
+            assert len(set(column)) == 12 and not any(b.skip for b in column)
+            assert {b.se for b in column} == {0.0, 0.25, 0.5}
 
 
 def test_profile_bad_input():

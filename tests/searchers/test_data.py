@@ -147,3 +147,35 @@ def test_data_limit_keeps_every_class_in_proportion_and_the_same_images(tmp_path
     assert torch.bincount(task.test[1], minlength=3).tolist() == [6, 4, 2]   # in proportion 3:2:1
     again = load_task(str(tmp_path / "data"), limit=12)
     assert torch.equal(again.train[0], task.train[0]) and torch.equal(again.test[1], task.test[1])
+
+
+def numbered_task(n_train=60, n_held=20):
+    """A task whose every image carries its own id in its pixels, so splits can be compared by identity."""
+    from searchers.data import Task
+
+    def split(start, n):
+        ids = torch.arange(start, start + n)
+        x = torch.stack([ids // 256, ids % 256, ids * 0], 1).to(torch.uint8).view(n, 3, 1, 1).expand(n, 3, 4, 4)
+        return x.contiguous(), ids % 3
+    return Task("numbered", split(0, n_train), split(n_train, n_held), split(n_train + n_held, n_held), 3,
+                (0.5,) * 3, (0.5,) * 3)
+
+
+def image_ids(split) -> set[int]:
+    x = split[0].long()
+    return set((x[:, 0, 0, 0] * 256 + x[:, 1, 0, 0]).tolist())
+
+
+def test_arch_split_is_disjoint_from_weights_val_and_test():
+    """Bilevel methods step architecture parameters on part of the training split, never on val / test."""
+    from searchers.data import arch_split
+
+    task = numbered_task()
+    w, a = arch_split(task)
+    ids_w, ids_a = image_ids(w.train), image_ids(a.train)
+    held = image_ids(task.val) | image_ids(task.test)
+    assert ids_w and ids_a and not ids_w & ids_a and ids_w | ids_a == image_ids(task.train)
+    assert not (ids_w | ids_a) & held
+    assert w.val is task.val and a.test is task.test       # scored on the task's own held-out splits
+    assert image_ids(arch_split(task)[1].train) == ids_a   # fixed: the same parts every time
+    assert sorted(a.train[1].tolist()).count(0) == 10      # stratified: half of every class

@@ -62,6 +62,17 @@ def test_prune_keeps_an_input_for_every_node():
     assert n2 == 1 and new2.tolist() == [False, False, True, False, False, True, False, True]
 
 
+def test_prune_takes_the_n0_weakest_prunable_operators():
+    """A node's last operator is never pruned, so it is not one of line 5's n0 weakest: the next weakest
+    prunable one is pruned in its place, and Algorithm 1 then lowers lambda (n_pruned = n0)."""
+    w = torch.tensor([0.001, 0.002, 0.02, 0.03, 0.9])
+    node = torch.tensor([0, 1, 2, 2, 2])  # nodes 0 and 1 are down to one operator each
+    new, n = prune(w, torch.ones(5, dtype=torch.bool), node, n0=2, xi_max=0.05, xi_min=0.01)
+    assert n == 2 and new.tolist() == [True, True, False, False, True]
+    new, n = prune(w, torch.ones(5, dtype=torch.bool), node, n0=1, xi_max=0.05, xi_min=0.01)
+    assert n == 1 and new.tolist() == [True, True, False, True, True]
+
+
 def test_prune_respects_thresholds_and_pace():
     w = torch.tensor([0.04, 0.03, 0.02, 0.045, 0.2])
     node = torch.zeros(5, dtype=torch.long)

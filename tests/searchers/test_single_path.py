@@ -113,3 +113,55 @@ def test_nan_loss_stops_with_clear_error(tiny):
     s = cls(cls.make_params(lam=0.1, lr=1e30, warmup_epochs=0), tiny, RunSettings(epochs=3, batch_size=32, width=0.25))
     with pytest.raises(DivergedError, match="diverged"):
         s.run()
+
+
+def test_softmax_logits_step_on_training_data_only(tiny):
+    """The softmax variant is bilevel: its logits step on a half of the training split (data.arch_split),
+    never on val (which scores Eq. 19) or test."""
+    from automl.testing.searchers import held_out_never_trained, make
+
+    s = make("single-path", tiny, params={"variant": "softmax"})
+    assert s.a_task.train[1].numel() + s.w_task.train[1].numel() == tiny.train[1].numel()
+    held_out_never_trained("single-path", tiny, params={"variant": "softmax"})
+
+
+def test_weights_only_masking_leaks_until_the_architecture_is_frozen(digits):
+    """--mask weights: Eq. 2-4 literally. With every decision on it is the default supernet; with some
+    off, biases leak through the zeroed weights, so the net is not its child; frozen (fine-tuning) it is."""
+    torch.manual_seed(0)
+    gated = SuperNet(0.25, 32, 10, "sigmoid")
+    with torch.no_grad():  # trained-looking BN: biases that can leak, residual branches switched on
+        for m in gated.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.5)
+        for xb, _ in digits.batches("train", 64):
+            gated(xb)
+    literal = SuperNet(0.25, 32, 10, "sigmoid", mask="weights")
+    literal.load_state_dict(gated.state_dict())
+    x = next(digits.batches("test", 8))[0]
+    for net in (gated, literal):
+        net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(literal(x), gated(x))  # all decisions on (thresholds at 0): no difference
+        for net in (gated, literal):
+            for layer, b in zip(net.searchable(), random_blocks(2)):
+                force(layer, b)
+        _, child = literal.extract()
+        assert not torch.allclose(literal(x), child.eval()(x), atol=1e-3)
+        torch.testing.assert_close(gated(x), child(x), atol=1e-4, rtol=1e-4)
+        for m in literal.searchable():
+            m.frozen = m.block()
+        torch.testing.assert_close(literal(x), child(x), atol=1e-4, rtol=1e-4)
+
+
+def test_weights_only_search_delivers_its_finetuned_child(tiny):
+    cls = get_searcher("single-path")
+    s = cls(cls.make_params(lam=0.5, mask="weights"), tiny, RunSettings(epochs=3, batch_size=32, width=0.25))
+    assert s.search_logits(tiny.test[0][:1].float()) is None  # searching: the child is not the supernet
+    r = s.run()
+    assert [h.extra["phase"] for h in r.history] == ["warmup", "search", "finetune"]
+    x = next(tiny.batches("test", 16))[0]
+    torch.testing.assert_close(r.model.eval()(x), s.search_logits(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(UsageError, match="valid choices"):
+        cls.make_params(mask="outputs")
