@@ -4,6 +4,7 @@ fields every sub-study shares. The machinery itself is automl/experiments.py."""
 from __future__ import annotations
 
 import argparse
+import time
 
 from _common import default_width, parse_kv, target_of, trial_resources
 
@@ -70,11 +71,28 @@ def check_ray(args) -> None:
         check_address(args.address)
 
 
-def progress(prefix: str):
-    """A one-line print per finished trial, as tune_lambda prints it (automl/live.py), with the seed:
-    the repeats of an experiment differ by it."""
+class EpochMeter:
+    """An experiment's progress over all its sub-studies: search epochs spent of its total (the paper's
+    budget unit), elapsed and estimated remaining time, as tune_lambda's progress line (automl/live.py)."""
+
+    def __init__(self, total_epochs: int):
+        self.total, self.spent, self.t0 = total_epochs, 0, time.perf_counter()
+
+    def add(self, epochs: int) -> str:
+        from automl.live import duration
+
+        self.spent += epochs
+        elapsed = time.perf_counter() - self.t0
+        left = elapsed / self.spent * max(self.total - self.spent, 0) if self.spent else 0.0
+        return f"[{self.spent}/{self.total} epochs | {duration(elapsed)} elapsed, ~{duration(left)} left]"
+
+
+def progress(prefix: str, meter: EpochMeter | None = None):
+    """A one-line print per finished trial, as tune_lambda prints it (automl/live.py), with the seed
+    (the repeats of an experiment differ by it) and, given the experiment's `meter`, its progress."""
     from automl.live import format_row
 
     def show(row):
-        print(f"{prefix} (seed {row.seed}): {format_row(row)}", flush=True)
+        head = f"{meter.add(row.fidelity)} " if meter is not None else ""
+        print(f"{head}{prefix} (seed {row.seed}): {format_row(row)}", flush=True)
     return show

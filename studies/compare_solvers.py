@@ -17,7 +17,8 @@ import argparse
 import time
 
 from _common import add_common, parse_solver_options, run_cli
-from _experiment import add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, study_fields
+from _experiment import EpochMeter, add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, \
+    study_fields
 
 FULL = dict(solvers="random,bo,mfbo,bohb,tpe", repeats=5, budget_epochs=400, fidelity=8, min_fidelity=2)
 QUICK = dict(repeats=2, budget_epochs=4, fidelity=2, min_fidelity=1)
@@ -97,12 +98,12 @@ def main(argv=None) -> int:
 
     trial_fn = replay_trial_fn(table, args.replay_mode) if table is not None else None
     runner = "local" if table is not None else args.runner
-    frames = {}
+    frames, meter = {}, EpochMeter(sum(cfg.budget for cfg in configs.values()))
     for r in range(args.repeats):   # repeat-major: an interrupted run has every solver at equal depth
         for s in solvers:
             t0 = time.perf_counter()
             t = run_substudy(configs[s, r], resume=args.resume, runner=runner, trial_fn=trial_fn,
-                             on_row=None if table is not None else progress(f"{s} repeat {r}"),
+                             on_row=None if table is not None else progress(f"{s} repeat {r}", meter),
                              verbose=int(args.verbose))
             df = t.frame()
             df.insert(2, "repeat", r)

@@ -18,7 +18,8 @@ import argparse
 import numpy as np
 
 from _common import add_common, run_cli
-from _experiment import add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, study_fields
+from _experiment import EpochMeter, add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, \
+    study_fields
 
 FULL = dict(epochs_list="2,3,4,5,6,7,8", n_lams=5)   # the paper's fidelities: two to eight epochs
 QUICK = dict(epochs_list="1,2", n_lams=3)
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     name = config.space().names[0]
     # StudyConfig admits registered solvers only: the grid's rows are labelled "grid" (study.json says random)
     table = run_substudy(config, resume=args.resume, runner=args.runner, label="grid",
-                         solver=GridSolver(config.space(), points, seed=args.seed), on_row=progress("grid"),
+                         solver=GridSolver(config.space(), points, seed=args.seed), on_row=progress("grid", EpochMeter(sum(e for _, e in points))),
                          verbose=int(args.verbose))
     df = table.frame().rename(columns={"fidelity": "epochs"})
     write_csv(df, out / "grid.csv")

@@ -190,9 +190,11 @@ def test_compare_solvers_with_real_searches(tmp_path, capsys):
     out = tmp_path / "compare"
     run_main("compare_solvers", ["--quick", "--runner", "local", "--solvers", "random", "--repeats", "1",
                                  "--budget-epochs", "2", "--fidelity", "1", "--out", str(out)])
-    # one line per trial, in tune_lambda's words (automl/live.py), with the sub-study and seed in front
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("random repeat 0 (seed ")]
+    # one line per trial, in tune_lambda's words (automl/live.py), with the experiment's progress over
+    # its whole budget, the sub-study and the seed in front
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "] random repeat 0 (seed " in ln]
     assert [ln.split(": trial ")[1].split()[0] for ln in lines] == ["0", "1"], lines
+    assert [ln.split(" epochs |")[0] for ln in lines] == ["[1/2", "[2/2"], lines
     assert all(" 1 ep  " in ln and " ms  val " in ln and "  reward " in ln for ln in lines), lines
     trials = pd.read_csv(out / "all_trials.csv")
     assert len(trials) == 2 and (trials.status == "ok").all()
