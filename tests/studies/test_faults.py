@@ -140,7 +140,8 @@ def test_a_study_killed_mid_trial_resumes_into_the_uninterrupted_ones_trials(sol
     assert done_before >= 1
     # trial 1 went on from its checkpoint: the resumed run's Ray trial reported no epoch below 2
     runs = [r for r in epochs_reported(out, 1) if r]
-    assert runs and min(runs[-1]) >= 2 and runs[-1][-1] == 3, runs
+    fidelity = int(pd.read_csv(out / "trials.csv").set_index("trial_id").fidelity[1])   # mfbo: maybe < 3
+    assert runs and min(runs[-1]) >= 2 and runs[-1][-1] == fidelity, runs
     assert not list((out / "checkpoints").glob("*.pt"))   # each removed once its trial had a row
 
 
