@@ -76,6 +76,7 @@ class JournaledSolver:
 
     def __init__(self, solver: Solver, journal: Journal, pending: list[Proposal] = ()):
         self.solver, self.journal, self.pending = solver, journal, list(pending)
+        self.open = {p.trial_id for p in self.pending}   # asked, not yet told
 
     def ask(self) -> Proposal | None:
         if self.pending:
@@ -83,11 +84,13 @@ class JournaledSolver:
         p = self.solver.ask()
         if p is not None:
             self.journal.append({"ask": _proposal_json(p)})
+            self.open.add(p.trial_id)
         return p
 
     def tell(self, obs: Observation) -> None:
         self.solver.tell(obs)
         self.journal.append({"tell": obs.trial_id})
+        self.open.discard(obs.trial_id)
 
     def __getattr__(self, name):   # everything else (budget, history, capabilities) is the solver's
         return getattr(self.solver, name)

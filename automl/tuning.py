@@ -35,6 +35,7 @@ class StudyOutcome:
     verdict: Verdict | None = None   # automl/verdict.py; also saved as verdict.json
     final: dict | None = None        # final/result.json: the delivered network after final training
     measured: object | None = None   # searchers.cost.delivered.DeliveredTiming (--measure), also measured.json
+    interrupted: bool = False        # stopped early (Ctrl-C): --resume continues it
 
 
 def prepare_out(config: StudyConfig, resume: bool) -> Path:
@@ -112,7 +113,11 @@ def _run_study(config, out, resume, runner, on_row, trial_fn, verbose, live, on_
         finally:   # an interrupted run too leaves its last progress line, ended by a newline
             if view:
                 view.close()
-    return finalize(config, table, dashboard)
+    # Ray Tune ends its run on Ctrl-C without raising: trials left running (their checkpoints kept) or
+    # budget left unspent mean the study stopped early, and --resume continues it
+    interrupted = bool(solver.open) or (len(table.rows) < config.trials and
+                                        solver.remaining() >= solver.smallest_fidelity)
+    return finalize(config, table, dashboard, interrupted=interrupted)
 
 
 def _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, view, joined) -> str | None:
@@ -146,7 +151,10 @@ def _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, vi
     return dashboard
 
 
-def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = None) -> StudyOutcome:
+def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = None, *,
+             interrupted: bool = False) -> StudyOutcome:
+    """The study's outputs from its trials so far. `interrupted`: the report and verdict are written,
+    but the delivered network is neither trained on nor timed (--resume does both once it has ended)."""
     from .report import write_report
 
     out = Path(config.out)
@@ -155,15 +163,15 @@ def finalize(config: StudyConfig, table: TrialsTable, dashboard: str | None = No
     if best is not None and best.result_dir and Path(best.result_dir).is_dir():
         paths["best"] = replace_dir(out / "best", lambda tmp: shutil.copytree(best.result_dir, tmp))
     final = measured = None
-    if config.final_epochs and "best" in paths:
+    if config.final_epochs and "best" in paths and not interrupted:
         paths["final"], final = train_final(config, paths["best"])
-    if config.measure and "best" in paths:
+    if config.measure and "best" in paths and not interrupted:
         measured, paths["measured"] = measure_delivered_model(config, paths.get("final", paths["best"]))
     verdict = make_verdict(table, config, best)
     paths["verdict"] = out / "verdict.json"
     write_json(paths["verdict"], verdict.to_json())
     paths["report"] = write_report(out / "report.html", table, config, verdict, measured.lines() if measured else None)
-    return StudyOutcome(config, table, best, paths, dashboard, verdict, final, measured)
+    return StudyOutcome(config, table, best, paths, dashboard, verdict, final, measured, interrupted)
 
 
 def measure_delivered_model(config: StudyConfig, folder: Path):

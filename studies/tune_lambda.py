@@ -87,6 +87,9 @@ def config_from_args(args):
 def print_outcome(outcome) -> None:
     b = outcome.best
     print()
+    if outcome.interrupted:
+        print(f"interrupted after {len(outcome.table.rows)} of {outcome.config.trials} trials; continue it with "
+              f"the same flags and --resume (running trials go on from their last epoch). So far:")
     if b is None:
         print("No trial succeeded; see trials.csv for the errors.")
     else:
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
     outcome = run_study(config, resume=args.resume, runner=args.runner, verbose=int(args.verbose), live=True,
                         on_start=started)
     print_outcome(outcome)
-    return 0
+    return 130 if outcome.interrupted else 0   # the shell's code for a run stopped by Ctrl-C
 
 
 if __name__ == "__main__":

@@ -213,8 +213,9 @@ def test_no_ray_process_outlives_the_study(tmp_path, interrupt):
             assert marked_processes(mark), "the study's processes carry the mark"
             time.sleep(5)
             os.killpg(p.pid, signal.SIGINT)
-        p.communicate(timeout=240)
-        assert interrupt or p.returncode == 0
+        out, _ = p.communicate(timeout=240)
+        # stopped early: exit 130 and how to continue (the 4 tiny trials might all end before the signal)
+        assert p.returncode == 0 or interrupt and p.returncode == 130 and "--resume" in out, out[-2000:]
         assert left_after(mark) == []
 
 
