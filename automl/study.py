@@ -95,6 +95,12 @@ class StudyConfig:
             raise UsageError(f"searcher {self.searcher} has no tunable hyperparameter")
         cls = get_searcher(self.searcher)
         cls.make_params(**self.searcher_params)  # unknown / invalid fixed knobs fail now
+        for name, (low, high, _) in self.param_ranges.items():   # both ends of a --range the searcher accepts
+            for end in (low, high):
+                try:
+                    cls.make_params(**{**self.searcher_params, name: end})
+                except (UsageError, ValueError) as e:
+                    raise UsageError(f"--range {name}={low:g}:{high:g} leaves {self.searcher}'s valid values: {e}") from None
         RunSettings(epochs=self.fidelity, seed=self.seed, device=self.device, batch_size=self.batch_size,
                     width=self.width, profile=self.profile)
         _check_data(self.data, self.data_limit)   # a data spec that cannot make a task: refused now, not per trial

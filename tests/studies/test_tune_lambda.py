@@ -84,11 +84,13 @@ def test_unknown_solver_option_exits_2_as_a_subprocess(tmp_path):
     ("mu=0.1:1", "valid choices"),
     ("lam=0.04:0.01", "bad range"),
     ("lam=a:b", "numbers"),
+    ("mu=-1:3 --searcher gold --target-mflops 20", "leaves gold's valid values: mu must be >= 0, got -1.0"),
 ])
 def test_bad_range_is_refused_before_anything_is_written(tmp_path, flag, message):
     out = tmp_path / "study"
-    r = subprocess.run([sys.executable, str(ROOT / "studies" / "tune_lambda.py"), "--range", flag, "--out", str(out)],
-                       capture_output=True, text=True)
+    flag, *more = flag.split()
+    r = subprocess.run([sys.executable, str(ROOT / "studies" / "tune_lambda.py"), "--range", flag, *more,
+                        "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not out.exists()
 
