@@ -1,7 +1,7 @@
 """Images/s of the single-path search step (search phase: weights and thresholds, lam > 0) on the CPU,
 before and after a change, in ONE process: the code of a git revision (`--before`, default the commit
-before issue 14's work) and this checkout's, each under its own package name, timed in alternating
-rounds so that the load of a shared machine falls on both alike.
+before issue 14's work) and this checkout's, each under its own package name, stepped in turn (one
+step of each configuration per round) so that the load of a shared machine falls on all alike.
 
 Each step is what train_epoch runs per batch: draw a batch (random crop + flip on the uint8 tensors),
 channels_last, decisions, forward, Eq. 10 loss, backward, Adam on the weights and on the thresholds.
@@ -14,12 +14,13 @@ Configurations (all at --width and 32x32 images of --data):
                 search, see README)
 
     python benchmarks/search_throughput.py --data /work/data/cifar10 --data-limit 10000
-    python benchmarks/search_throughput.py --data digits --rounds 3      # quick look, no download
+    python benchmarks/search_throughput.py --data digits --steps 5      # quick look, no download
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import statistics
 import subprocess
@@ -52,7 +53,9 @@ class Config:
     def __init__(self, label, pkg, a, batch, fused=False):
         self.label, self.batch = label, batch
         task = pkg.load_task(a.data, limit=a.data_limit)
-        cls = pkg.get_searcher("single-path")
+        # the package's own module: the registry names classes by absolute path ("searchers.single_path")
+        cls = importlib.import_module(f"{pkg.__name__}.single_path").SinglePathNAS
+        assert cls.__module__.startswith(pkg.__name__), cls.__module__
         self.s = s = cls(cls.make_params(lam=a.lam), task,
                          pkg.RunSettings(epochs=4, seed=a.seed, batch_size=batch, width=a.width, device="cpu"))
         if fused:
@@ -92,8 +95,8 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--big-batch", type=int, default=256, help="the after@B configuration (0: leave it out)")
-    ap.add_argument("--images", type=int, default=640, help="images per configuration per round")
-    ap.add_argument("--rounds", type=int, default=4, help="alternating rounds (the first one is warm-up)")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per configuration, one of each per round")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed rounds first (allocator, oneDNN primitives)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lam", type=float, default=0.02)
     ap.add_argument("--seed", type=int, default=0)
@@ -107,14 +110,14 @@ def main() -> None:
                    Config("after+fused", after, a, a.batch, fused=True)]
         if a.big_batch:
             configs.append(Config(f"after@{a.big_batch}", after, a, a.big_batch))
-        for r in range(a.rounds):
+        for r in range(a.warmup + a.steps):
             for c in configs:
-                ts = [c.step(a.lam) for _ in range(max(1, a.images // c.batch))]
-                if r:                 # round 0 warms up (allocator, oneDNN primitives)
-                    c.times += ts
+                t = c.step(a.lam)
+                if r >= a.warmup:
+                    c.times.append(t)
     print(f"single-path search step, {a.data} (limit {a.data_limit}), width {a.width:g}, 32x32, {a.threads} "
-          f"thread(s), torch {torch.__version__}; before = {a.before}; {a.rounds - 1} timed rounds of "
-          f"~{a.images} images per configuration, alternating")
+          f"thread(s), torch {torch.__version__}; before = {a.before}; {a.steps} steps of each "
+          f"configuration in turn after {a.warmup} untimed rounds; load average {os.getloadavg()[0]:.2f}")
     base = None
     print(f"\n{'configuration':<14} {'batch':>5} {'steps':>5} {'ms/step':>9} {'images/s':>9} {'x before':>9}")
     for c in configs:
