@@ -11,6 +11,11 @@ ran during a busy minute. Prints each profile's mean absolute error %, RMSE and 
 the whole networks (Single-Path NAS on Pixel 1: 1.76 %, 1.32 ms); with `--profile`, also a saved profile
 (a bundled name or a file, measured at the same size and width) on the same networks, timed now.
 Nothing is asserted.
+
+Noise floor: each whole network is also timed a second time as an item of its own (same method, its own
+passes, interleaved with the rest), and the two medians are compared like a prediction with a
+measurement. No profile can be checked more finely than that: when the twins differ by ~2 %, a 2 %
+mean absolute error is out of reach here (and the profile's own probes carry the same noise).
 """
 from __future__ import annotations
 
@@ -75,8 +80,10 @@ def main():
                  "head": (ref.head, torch.randn(1, specs[-1].out_channels, sizes[-1], sizes[-1], device=dev))}
 
         keys = ([("probe", j) for j in range(len(probes))] + [("net", j) for j in range(len(nets))]
+                + [("twin", j) for j in range(len(nets))]
                 + [("alone", key) for key in alone] + [("fixed", key) for key in fixed])
         jobs = ([lambda n=n: time_segments(n, x, t) for n in probes] + [lambda n=n: time_network(n, x, t) for n in nets]
+                + [lambda n=n: time_network(n, x, t) for n in nets]
                 + [lambda m=m, inp=inp: time_network(m, inp, t) for m, inp in [*alone.values(), *fixed.values()]])
         load0, t0 = os.getloadavg()[0], time.perf_counter()
         runs = dict(zip(keys, run_interleaved(jobs, t, a.seed, progress=True)))
@@ -102,6 +109,8 @@ def main():
     for p in (ctx, iso) + ((saved,) if saved is not None else ()):
         v = Validation(tuple(map(str, archs)), tuple(exact_runtime(p, arch) for arch in archs), measured)
         print(f"{p.name:>11}: {v.summary()}")
+    twins = Validation(tuple(map(str, archs)), tuple(med("twin", j) for j in range(a.n)), measured)
+    print(f"noise floor (the same networks timed twice, second vs first): {twins.summary()}")
 
 
 if __name__ == "__main__":

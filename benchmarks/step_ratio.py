@@ -16,6 +16,8 @@ Each step is timed interleaved (search, child, search, ...) after warm-up; media
     python benchmarks/step_ratio.py                    # width 0.5, batch 32, 1 thread, CPU
     python benchmarks/step_ratio.py --width 1.0 --threads 2 --repeats 30
     python benchmarks/step_ratio.py --clock cpu        # thread CPU time: steadier on a busy machine
+    python benchmarks/step_ratio.py --searchers single-path --width 0.25 --batch 64 \
+        --data /work/data/cifar10 --data-limit 10000   # the CIFAR-10 study's width, batch and images
 """
 from __future__ import annotations
 
@@ -95,6 +97,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=15, help="timed steps per side (median kept)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--searchers", nargs="+", default=["single-path", "dsnas", "multi-path", "gold", "entran", "random"],
+                    metavar="NAME", help="which searchers to time (default: all of the MBConv space and the notes)")
+    ap.add_argument("--data", default="digits", help="task whose first batches are timed (images at its size)")
+    ap.add_argument("--data-limit", type=int, default=None, help="images kept per split (stratified), as studies")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -105,17 +111,17 @@ def main() -> None:
         ap.error("--clock cpu measures one thread: use it with --threads 1 on the CPU")
     clock = time.thread_time if a.clock == "cpu" else time.perf_counter
     device = torch.device(a.device)
-    task = load_task("digits")
+    task = load_task(a.data, limit=a.data_limit)
     g = torch.Generator().manual_seed(a.seed)
     prep = lambda b: (b[0].to(device).contiguous(memory_format=torch.channels_last), b[1].to(device))
     x, y = prep(next(task.batches("train", a.batch, g, drop_last=True)))
     xv, yv = prep(next(task.batches("val", a.batch, g, drop_last=True)))
     settings = RunSettings(epochs=8, seed=a.seed, batch_size=a.batch, width=a.width, device=a.device)
-    print(f"digits 32x32, batch {a.batch}, width {a.width:g}, {a.threads} thread(s), {a.device}, "
+    print(f"{task.name} {task.image_size}x{task.image_size}, batch {a.batch}, width {a.width:g}, {a.threads} thread(s), {a.device}, "
           f"torch {torch.__version__}; {a.clock} clock, median of {a.repeats} interleaved steps after {a.warmup} "
           "warm-up")
     rows, notes = [], []
-    for name in ("single-path", "dsnas", "multi-path", "gold", "entran", "random"):
+    for name in a.searchers:
         if name not in list_searchers():
             notes.append(f"{name}: not registered here")
             continue

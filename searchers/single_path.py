@@ -25,11 +25,11 @@ from torch import nn
 
 from .base import Searcher
 from .cost import exact_cost, load_profile
-from .cost.runtime import Indicators, differentiable_runtime
+from .cost.runtime import Indicators, network_runtime, stacked_tables
 from .data import arch_split
 from .errors import UsageError, check_choice
 from .spaces.mbconv import Block, ChildNet, Head, MBConv, MBConvArch, conv_bn, layer_specs, stem_stride
-from .spaces.superkernel import MASKS, VARIANTS, SuperMBConv
+from .spaces.superkernel import DECISIONS, MASKS, VARIANTS, DecisionLayout, SuperMBConv
 from .training import Mean, autocast, cosine_lr, endless_batches, eval_logits, set_lr, steps_per_epoch
 
 
@@ -82,20 +82,27 @@ class SuperNet(nn.Module):
         layers["21"] = MBConv(specs[-1].in_channels, specs[-1].out_channels, 3, 6, 1)
         self.layers = nn.ModuleDict(layers)
         self.head = Head(specs[-1].out_channels, width, num_classes, dropout)
+        self.variant = variant
+        self._layout = DecisionLayout(self.searchable())   # index tensors only: no parameters, no state
 
     def searchable(self) -> list[SuperMBConv]:
         return [m for m in self.layers.values() if isinstance(m, SuperMBConv)]
 
-    def decisions(self, hard: bool = False) -> list[dict[str, torch.Tensor]]:
-        return [m.decisions(hard=hard) for m in self.searchable()]
+    def decisions(self, hard: bool = False) -> torch.Tensor:
+        """(20, 5) decisions of the searchable layers in DECISIONS order (columns k5, e6, e3, se25, se50):
+        for the threshold variants all layers at once (DecisionLayout), else stacked layer by layer."""
+        layers = self.searchable()
+        if self.variant != "softmax" and all(m.frozen is None for m in layers):
+            return self._layout.to(layers[0].t_unit.device).decisions(self.variant, hard, self.training)
+        return torch.stack([torch.stack([d[k] for k in DECISIONS]) for d in (m.decisions(hard) for m in layers)])
 
     def forward(self, x, decisions=None):
         if decisions is None:
             decisions = self.decisions(hard=not self.training)
-        ds = iter(decisions)
+        gates = iter(self._layout.to(decisions.device).gates(decisions))
         x = self.stem(x)
         for layer in self.layers.values():
-            x = layer(x, next(ds)) if isinstance(layer, SuperMBConv) else layer(x)
+            x = layer(x, next(gates)) if isinstance(layer, SuperMBConv) else layer(x)
         return self.head(x)
 
     def arch(self) -> MBConvArch:
@@ -139,6 +146,7 @@ class SinglePathNAS(Searcher):
     def __init__(self, params, task, settings):
         super().__init__(params, task, settings)
         self.profile = load_profile(settings.profile)
+        self._tables = stacked_tables(self.profile, self.device)   # Eq. 11-17 on all layers at once
         self.net = SuperNet(settings.width, task.image_size, task.num_classes, params.variant,
                             mask=params.mask).to(self.device)
         # channels_last: ~2x faster depthwise convolutions on CPU (oneDNN) and the fast path on CUDA
@@ -146,7 +154,9 @@ class SinglePathNAS(Searcher):
         weights, arch = split_parameters(self.net)
         self.opt = torch.optim.Adam(weights, lr=params.lr, weight_decay=params.weight_decay)
         # thresholds (or logits) get their own optimiser: for softmax they step on the architecture half
-        self.arch_opt = torch.optim.Adam(arch, lr=params.threshold_lr, betas=(0.5, 0.999))
+        # (foreach: one call for the ~100 scalar thresholds instead of a Python loop over them; the same
+        # arithmetic, bit for bit)
+        self.arch_opt = torch.optim.Adam(arch, lr=params.threshold_lr, betas=(0.5, 0.999), foreach=True)
         task.to(self.device)
         # Bilevel (softmax): weights on one half of the training split, logits on the other
         # (data.arch_split); one-level variants train everything on the whole training split.
@@ -154,9 +164,9 @@ class SinglePathNAS(Searcher):
 
     def runtime(self, decisions) -> torch.Tensor:
         """Eq. 11-17: differentiable runtime (ms) of the current decisions on the profile."""
-        return differentiable_runtime(self.profile, [
-            Indicators(d_e3=d["e3"], d_e6=d["e6"], d_k5=d["k5"], d_se25=d["se25"],
-                       d_se50=d["se50"]) for d in decisions])
+        d = dict(zip(DECISIONS, decisions.unbind(1)))
+        return network_runtime(self._tables, Indicators(d_e3=d["e3"], d_e6=d["e6"], d_k5=d["k5"], d_se25=d["se25"],
+                                                        d_se50=d["se50"]))
 
     def phase(self, epoch: int) -> str:
         """warmup | search | finetune for a 0-based epoch. Short runs keep at least one search epoch:

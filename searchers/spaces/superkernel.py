@@ -46,6 +46,8 @@ the child it names (features gated), so the delivered child, trained there, equa
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -69,6 +71,114 @@ def frozen_decisions(b: Block, one: torch.Tensor) -> dict[str, torch.Tensor]:
     f = lambda cond: one if cond else torch.zeros_like(one)
     return {"k5": f(b.kernel == 5 and not b.skip), "e3": f(not b.skip), "e6": f(b.expansion == 6 and not b.skip),
             "se25": f(b.se > 0 and not b.skip), "se50": f(b.se == 0.5 and not b.skip)}
+
+
+class Gates(NamedTuple):
+    """One layer's decisions as the masks its forward applies (Eq. 2-4): the depthwise kernel's ring
+    mask (5x5), the per-channel mask of the expanded channels (e3 half, e6 half), the per-channel mask of
+    the squeeze channels (0.25 half, 0.5 half), and the scalars d_e3 (the layer is kept) and d_se25 (it
+    has an SE path)."""
+
+    kernel: torch.Tensor
+    chan: torch.Tensor
+    squeeze: torch.Tensor
+    keep: torch.Tensor
+    se: torch.Tensor
+
+
+class DecisionLayout:
+    """Where each weight of a list of superkernel layers falls (ring or core of the kernel, e3 or e6 half of
+    the channels, 0.25 or 0.5 half of the squeeze channels), so that the decisions of all the layers are
+    computed and applied with a few tensor ops instead of ~60 small ones per layer: on a CPU those were most
+    of a search step's overhead over one step of the compact network (benchmarks/step_ratio.py)."""
+
+    # Per layer, six sums of squared weights: the ring (5x5 minus 3x3) and the core (3x3) of the e6 and of
+    # the e3 channel half, then the squeeze channels of the 0.25 and of the 0.5 half.
+    RING_E6, RING_E3, CORE_E6, CORE_E3, SE25, SE50 = range(6)
+
+    def __init__(self, layers: list["SuperMBConv"]):
+        self.layers = layers
+        ring = layers[0].ring.cpu()
+        seg, chan_idx, se_idx = [], [], []
+        for i, m in enumerate(layers):
+            first = torch.arange(m.mid) < m.half                            # the e3 half of the channels
+            ring_slot = torch.where(first, self.RING_E3, self.RING_E6)[:, None, None].expand(-1, 5, 5)
+            core_slot = torch.where(first, self.CORE_E3, self.CORE_E6)[:, None, None].expand(-1, 5, 5)
+            seg.append(6 * i + torch.where(ring.bool(), ring_slot, core_slot).reshape(-1))
+            q_first = torch.arange(m.se_max) < m.se_q
+            seg.append(6 * i + torch.where(q_first, self.SE25, self.SE50).repeat_interleave(m.mid))
+            chan_idx.append(2 * i + (~first).long())
+            se_idx.append(2 * i + (~q_first).long())
+        self.segments = torch.cat(seg)
+        self.chan_index, self.squeeze_index = torch.cat(chan_idx), torch.cat(se_idx)
+        self.mids = [m.mid for m in layers]
+        self.se_maxes = [m.se_max for m in layers]
+        self.fixed = torch.zeros(len(layers), len(DECISIONS), dtype=torch.bool)   # e3 of a stage's first layer
+        self.fixed[:, DECISIONS.index("e3")] = torch.tensor([not m.spec.skippable for m in layers])
+        self.ring = ring
+        self.zero = torch.zeros(())
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> "DecisionLayout":
+        if device != self.device:
+            for name in ("segments", "chan_index", "squeeze_index", "fixed", "ring", "zero"):
+                setattr(self, name, getattr(self, name).to(device))
+            self.device = device
+        return self
+
+    def energies(self) -> torch.Tensor:
+        """(layers, 6) sums of squared weights, in the slots above."""
+        flat = torch.cat([t for m in self.layers for t in (m.dw.weight.reshape(-1), m.se_reduce.weight.reshape(-1))])
+        out = torch.zeros(6 * len(self.layers), device=flat.device, dtype=flat.dtype)
+        return out.index_add(0, self.segments, flat * flat).view(-1, 6)
+
+    def norms(self, e: torch.Tensor, d_k5: torch.Tensor) -> torch.Tensor:
+        """(layers, 4) subset norms of Eq. 3-4 in DECISIONS order after k5 (e6, e3, se25, se50): the channel
+        halves over the kernel Eq. 2 chose, ||w (1 - ring) + w ring d_k5||, and the squeeze halves."""
+        k2 = (d_k5 * d_k5)[:, None]
+        return torch.cat([(e[:, [self.CORE_E6, self.CORE_E3]] + k2 * e[:, [self.RING_E6, self.RING_E3]]).sqrt(),
+                          e[:, [self.SE25, self.SE50]].sqrt()], 1)
+
+    def ring_norm(self, e: torch.Tensor) -> torch.Tensor:
+        """||w_{5x5 \\ 3x3}|| of each layer (Eq. 2)."""
+        return (e[:, self.RING_E6] + e[:, self.RING_E3]).sqrt()
+
+    def thresholds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(units, trainable thresholds), each (layers, 5) in DECISIONS order; t = unit * theta (Eq. 2-4)."""
+        z = self.zero
+        theta = torch.stack([t for m in self.layers for t in
+                             (m.t_k5, m.t_e6, m.t_e3 if m.spec.skippable else z, m.t_se25, m.t_se50)])
+        return torch.stack([m.t_unit for m in self.layers]), theta.view(-1, len(DECISIONS))
+
+    def decisions(self, variant: str, hard: bool, training: bool) -> torch.Tensor:
+        """(layers, 5) indicators 1(||w_subset|| > t) of Eq. 2-4 in DECISIONS order (sigmoid / STE
+        variants), e3 fixed to 1 on a stage's first layer; dropped at random during warm-up (drop_p)."""
+        e = self.energies()
+        unit, theta = self.thresholds()
+        d_k5 = indicator(self.ring_norm(e) - unit[:, 0] * theta[:, 0], variant)            # Eq. 2
+        rest = indicator(self.norms(e, d_k5) - unit[:, 1:] * theta[:, 1:], variant)         # Eq. 3, 4
+        d = torch.where(self.fixed, torch.ones_like(d_k5[0]), torch.cat([d_k5[:, None], rest], 1))
+        if training and not hard and any(m.drop_p > 0 for m in self.layers):
+            # Warm-up: drop decisions at random so the smaller subsets also train on their own. One CPU draw
+            # per decision of each layer with drop_p > 0, layer by layer in DECISIONS order (e3 of a stage's
+            # first layer is never dropped): the draws of a loop over the layers, in one call.
+            drawn = [(i, j) for i, m in enumerate(self.layers) if m.drop_p > 0 for j in range(len(DECISIONS))
+                     if m.spec.skippable or DECISIONS[j] != "e3"]
+            p = torch.tensor([self.layers[i].drop_p for i, _ in drawn])
+            keep = torch.ones(d.shape)
+            keep[tuple(torch.tensor(drawn).T)] = (torch.rand(len(drawn)) >= p).float()
+            d = d * keep.to(d)
+        return d
+
+    def gates(self, d: torch.Tensor) -> list[Gates]:
+        """Each layer's masks (Gates) from the (layers, 5) decisions."""
+        k5, e6, e3, se25, se50 = d.unbind(1)
+        m = torch.stack([e3, e3 * e6], 1).reshape(-1)           # channel halves: e3 part, e6 part
+        s = torch.stack([se25, se25 * se50], 1).reshape(-1)     # squeeze halves: 0.25 part, 0.5 part
+        chan = m[self.chan_index].split(self.mids)
+        squeeze = s[self.squeeze_index].split(self.se_maxes)
+        kernel = (1 - self.ring + self.ring * k5[:, None, None]).unbind(0)                  # Eq. 2
+        return [Gates(*g) for g in zip(kernel, chan, squeeze, e3.unbind(0), se25.unbind(0))]
 
 
 class SuperMBConv(nn.Module):
@@ -124,39 +234,18 @@ class SuperMBConv(nn.Module):
             d_se25 = ps[1] + ps[2]
             return {"k5": pk[1], "e3": d_e3, "e6": pe[-1] / d_e3.clamp_min(1e-12),
                     "se25": d_se25, "se50": ps[2] / d_se25.clamp_min(1e-12)}
-        u, s = self.t_unit, self.se_reduce.weight
-        d = {"k5": indicator(self._ring_norm() - u[0] * self.t_k5, self.variant)}            # Eq. 2
-        n_e3, n_e6 = self._expansion_norms(d["k5"])
-        d["e6"] = indicator(n_e6 - u[1] * self.t_e6, self.variant)                           # Eq. 3, inner
-        d["e3"] = indicator(n_e3 - u[2] * self.t_e3, self.variant) if self.spec.skippable else one
-        d["se25"] = indicator(s[: self.se_q].norm() - u[3] * self.t_se25, self.variant)      # Eq. 4
-        d["se50"] = indicator(s[self.se_q:].norm() - u[4] * self.t_se50, self.variant)
-        if self.training and self.drop_p > 0 and not hard:
-            # Warm-up: drop decisions at random so the smaller subsets also train on their own.
-            for key in d:
-                if key == "e3" and not self.spec.skippable:
-                    continue
-                d[key] = d[key] * (torch.rand(()) >= self.drop_p).to(one.dtype)
-        return d
-
-    def _ring_norm(self) -> torch.Tensor:
-        return (self.dw.weight * self.ring).norm()
-
-    def _expansion_norms(self, d_k5: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Norms of the e3 and e6 channel halves over the kernel Eq. 2 chose (Eq. 3)."""
-        w = self.dw.weight
-        wk = w * (1 - self.ring) + w * self.ring * d_k5                                  # Eq. 2
-        return wk[: self.half].norm(), wk[self.half:].norm()
+        layout = DecisionLayout([self]).to(self.t_unit.device)
+        return dict(zip(DECISIONS, layout.decisions(self.variant, hard, self.training)[0].unbind(0)))
 
     @torch.no_grad()
     def set_threshold_units(self) -> None:
         """Fix each threshold's unit at its subset's current norm (at the largest kernel)."""
         if self.variant == "softmax":
             return
-        n_e3, n_e6 = self._expansion_norms(torch.ones((), device=self.t_unit.device))
-        s = self.se_reduce.weight
-        vals = [self._ring_norm(), n_e6, n_e3, s[: self.se_q].norm(), s[self.se_q:].norm()]   # DECISIONS order
-        self.t_unit.copy_(torch.stack(vals).clamp_min(1e-6))
+        layout = DecisionLayout([self]).to(self.t_unit.device)
+        e = layout.energies()
+        vals = torch.cat([layout.ring_norm(e), layout.norms(e, torch.ones_like(e[:, 0]))[0]])  # DECISIONS order
+        self.t_unit.copy_(vals.clamp_min(1e-6))
 
     @staticmethod
     def _probs(tau: torch.Tensor, hard: bool) -> torch.Tensor:
@@ -181,36 +270,33 @@ class SuperMBConv(nn.Module):
         before the architecture is frozen."""
         return self.mask == "features" or self.frozen is not None
 
-    def forward(self, x: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, g: Gates) -> torch.Tensor:
         if not self.gates_features:
-            return self._forward_weights_only(x, d)
-        m1, m2 = d["e3"], d["e3"] * d["e6"]                 # channel halves: e3 part, e6 part
-        s1, s2 = d["se25"], d["se25"] * d["se50"]           # squeeze halves: 0.25 part, 0.5 part
-        half, mid = self.half, self.mid
-        chan = torch.cat([m1.expand(half), m2.expand(mid - half)]).view(-1, 1, 1, 1)
-        w = self.dw.weight * (1 - self.ring + self.ring * d["k5"]) * chan   # Eq. 2-3 on the weights
+            return self._forward_weights_only(x, g)
+        mid = self.mid
+        w = self.dw.weight * g.kernel * g.chan.view(-1, 1, 1, 1)              # Eq. 2-3 on the weights
         h = self.expand(x)
-        h = F.relu(self.dw_bn(F.conv2d(h, w, None, self.spec.stride, 2, 1, mid)))
-        h = h * chan.view(1, -1, 1, 1)
-        smask = torch.cat([s1.expand(self.se_q), s2.expand(self.se_max - self.se_q)])
-        z = F.conv2d(h.mean((2, 3), keepdim=True), self.se_reduce.weight * smask.view(-1, 1, 1, 1),
-                     self.se_reduce.bias * smask)                           # Eq. 4 on the weights
+        # in place, as the compact MBConv's ReLU: the BN output is not kept for the backward pass
+        h = F.relu(self.dw_bn(F.conv2d(h, w, None, self.spec.stride, 2, 1, mid)), inplace=True)
+        # The features are gated, h * chan, then scaled by SE, (h * chan) * (1 - s1 + s1 * gate) with the gate
+        # computed from mean(h * chan) = mean(h) * chan. Both factors are per (image, channel), so they are
+        # applied as one: h * (chan * (1 - s1 + s1 * gate)), one pass over the feature map (as the compact
+        # MBConv's SE) instead of two, and none more in the backward pass. The same function of h and chan:
+        # with 0/1 decisions the same values bit for bit, gradients equal up to float rounding.
+        chan = g.chan.view(1, -1, 1, 1)
+        z = F.conv2d(h.mean((2, 3), keepdim=True) * chan, self.se_reduce.weight * g.squeeze.view(-1, 1, 1, 1),
+                     self.se_reduce.bias * g.squeeze)                       # Eq. 4 on the weights
         gate = torch.sigmoid(self.se_expand(F.relu(z)))
-        h = h * (1 - s1 + s1 * gate)
-        y = self.project(h)
-        return x + m1 * y if self.residual else y
+        y = self.project(h * (chan * (1 - g.se + g.se * gate)))
+        return x + g.keep * y if self.residual else y
 
-    def _forward_weights_only(self, x: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _forward_weights_only(self, x: torch.Tensor, g: Gates) -> torch.Tensor:
         """Eq. 2-4 literally: the decisions zero out weights (depthwise kernel ring, channel halves, squeeze
         channels) and touch nothing else."""
-        m1, m2 = d["e3"], d["e3"] * d["e6"]
-        s1, s2 = d["se25"], d["se25"] * d["se50"]
-        chan = torch.cat([m1.expand(self.half), m2.expand(self.mid - self.half)]).view(-1, 1, 1, 1)
-        w = self.dw.weight * (1 - self.ring + self.ring * d["k5"]) * chan   # Eq. 2-3
-        h = F.relu(self.dw_bn(F.conv2d(self.expand(x), w, None, self.spec.stride, 2, 1, self.mid)))
-        smask = torch.cat([s1.expand(self.se_q), s2.expand(self.se_max - self.se_q)])
-        z = F.conv2d(h.mean((2, 3), keepdim=True), self.se_reduce.weight * smask.view(-1, 1, 1, 1),
-                     self.se_reduce.bias * smask)                           # Eq. 4
+        w = self.dw.weight * g.kernel * g.chan.view(-1, 1, 1, 1)              # Eq. 2-3
+        h = F.relu(self.dw_bn(F.conv2d(self.expand(x), w, None, self.spec.stride, 2, 1, self.mid)), inplace=True)
+        z = F.conv2d(h.mean((2, 3), keepdim=True), self.se_reduce.weight * g.squeeze.view(-1, 1, 1, 1),
+                     self.se_reduce.bias * g.squeeze)                       # Eq. 4
         y = self.project(h * torch.sigmoid(self.se_expand(F.relu(z))))
         return x + y if self.residual else y
 

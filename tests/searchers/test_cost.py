@@ -15,6 +15,7 @@ from searchers.base import RunSettings
 from searchers.cost import (Cost, Indicators, MBConvDesc, NetDesc, Profile, count_flops, count_params,
                             differentiable_runtime, exact_cost, exact_runtime, hard_indicators, layer_runtime,
                             list_profiles, load_profile, net_counts, runtime_range)
+from searchers.cost.runtime import network_runtime, stacked_tables
 from searchers.cost.measure import probe_plan, profile_device, random_arch, validate
 from searchers.cost.profiles import BUNDLED_DIR
 from searchers.errors import UsageError
@@ -178,6 +179,20 @@ def test_differentiable_runtime_has_gradients():
     assert torch.isfinite(rt) and (ind.grad != 0).all()
     with pytest.raises(UsageError, match="need indicators for 20"):
         differentiable_runtime(p, [Indicators(1, 1, 1)] * 3)
+
+
+@pytest.mark.parametrize("profile", [SP, CPU])
+def test_network_runtime_is_the_layer_by_layer_sum(profile):
+    """Eq. 11-17 on all layers at once (what the search uses) equals the layer-by-layer model, value and
+    gradients, on a profile without SE factors and on one with SE 0.25 and 0.5 factors."""
+    p = load_profile(profile)
+    ind = torch.rand(20, 5, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    rows = differentiable_runtime(p, [Indicators(*row) for row in ind])
+    g_rows, = torch.autograd.grad(rows, ind)
+    vec = network_runtime(stacked_tables(p), Indicators(*ind.unbind(1)))
+    g_vec, = torch.autograd.grad(vec, ind)
+    torch.testing.assert_close(vec, rows)
+    torch.testing.assert_close(g_vec, g_rows)
 
 
 # -- FLOPs and parameters -----------------------------------------------------------------------------

@@ -60,6 +60,47 @@ def test_decisions_decode_to_the_mbconv_they_name(variant):
         assert layer.block() == b
 
 
+def plain_decisions(layer, variant):
+    """Eq. 2-4 for one layer written out with plain norms, the way the layer-by-layer code computed them."""
+    from searchers.spaces.superkernel import indicator
+
+    w, ring, u, s = layer.dw.weight, layer.ring, layer.t_unit, layer.se_reduce.weight
+    d_k5 = indicator((w * ring).norm() - u[0] * layer.t_k5, variant)
+    wk = w * (1 - ring) + w * ring * d_k5
+    n_e3, n_e6 = wk[: layer.half].norm(), wk[layer.half:].norm()
+    one = torch.ones(())
+    return torch.stack([d_k5, indicator(n_e6 - u[1] * layer.t_e6, variant),
+                        indicator(n_e3 - u[2] * layer.t_e3, variant) if layer.spec.skippable else one,
+                        indicator(s[: layer.se_q].norm() - u[3] * layer.t_se25, variant),
+                        indicator(s[layer.se_q:].norm() - u[4] * layer.t_se50, variant)])
+
+
+@pytest.mark.parametrize("variant", ["sigmoid", "ste"])
+def test_all_layer_decisions_equal_eq_2_to_4_layer_by_layer(variant):
+    """The supernet computes every layer's decisions in one go (DecisionLayout); values and gradients equal
+    the plain per-layer Eq. 2-4, at thresholds where decisions are on and off."""
+    torch.manual_seed(0)
+    net = SuperNet(0.25, 32, 10, variant)
+    for i, layer in enumerate(net.searchable()):
+        layer.set_threshold_units()
+        with torch.no_grad():
+            for j, name in enumerate(("t_k5", "t_e6", "t_e3", "t_se25", "t_se50")):
+                if hasattr(layer, name):
+                    getattr(layer, name).fill_(0.7 + 0.2 * ((i + j) % 3))   # 0.7, 0.9, 1.1 of the unit
+    params = [p for p in net.parameters() if p.requires_grad]
+    fast = net.decisions()
+    plain = torch.stack([plain_decisions(m, variant) for m in net.searchable()])
+    assert torch.equal(fast.detach().round(), plain.detach().round()) and 0 < fast.sum() < fast.numel()
+    torch.testing.assert_close(fast, plain)   # hard + soft - soft: 1 up to the soft part's rounding
+    probe = torch.randn(fast.shape, generator=torch.Generator().manual_seed(1))
+    g_fast = torch.autograd.grad((fast * probe).sum(), params, allow_unused=True)
+    g_plain = torch.autograd.grad((plain * probe).sum(), params, allow_unused=True)
+    for a, b in zip(g_fast, g_plain):
+        assert (a is None) == (b is None) or (a if b is None else b).abs().max() == 0
+        if a is not None and b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_child_reproduces_supernet_logits(variant, digits):
     torch.manual_seed(0)
