@@ -117,6 +117,11 @@ def fig_tuned_vs_cost(view: "_View"):
     fig = _figure(f"{view.pname} vs cost (target {view.config.target:g})", view.tuned_title, view.cost_title)
     fig.add_trace(go.Scatter(x=view.ok[view.pname], y=view.ok["cost"], mode="markers", name="trials",
                              text=_trial_hover(view.ok), marker=dict(color=view.ok["fidelity"], colorscale="Viridis",
+                                                                     # the study's fidelities, not the trials'
+                                                                     # spread (one value: a bar 3.6-4.4)
+                                                                     cmin=min(view.config.min_fidelity,
+                                                                              view.config.fidelity - 1),
+                                                                     cmax=view.config.fidelity,
                                                                      colorbar=dict(title="epochs"), size=9)))
     _mark_delivered(fig, view, view.pname, "cost")
     fig.add_hline(y=view.config.target, line_dash="dash", line_color="#d62728", annotation_text="target")
