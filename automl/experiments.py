@@ -17,7 +17,7 @@ from typing import Callable
 
 from searchers.errors import UsageError
 
-from .journal import resume_solver
+from .journal import resume_solver, stopped_early
 from .results import TrialsTable, write_json
 from .runners.local import run_local
 from .solvers import Solver, make_solver
@@ -114,6 +114,8 @@ def run_substudy(config: StudyConfig, *, resume: bool, runner: str = "local", so
             run_local(config, solver, max_trials=remaining, on_row=record, trial_fn=trial_fn or light_trial)
         else:
             raise UsageError(f"unknown runner {runner!r}; valid choices: ray, local")
+    if stopped_early(solver):   # Ctrl-C under Ray: not done; the next sub-study must not start
+        raise KeyboardInterrupt
     write_json(out / DONE, {"trials": len(table.rows), "spent_epochs": solver.spent_epochs})
     return table
 

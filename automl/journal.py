@@ -153,3 +153,10 @@ def resume_solver(solver: Solver, config, table) -> JournaledSolver:
     journal = Journal(Path(config.out) / JOURNAL)
     pending = restore(solver, journal, {r.trial_id: observation(config, r) for r in table.rows}, lost)
     return JournaledSolver(solver, journal, pending)
+
+
+def stopped_early(solver: JournaledSolver) -> bool:
+    """Whether a run ended before its study did: Ray Tune ends its run on Ctrl-C without raising, and
+    leaves the trials it stopped asked but never told (their checkpoints kept). Unspent budget is no
+    sign: a solver may end before it (a grid's last point, BOHB's last bracket)."""
+    return bool(solver.open)

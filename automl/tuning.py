@@ -13,7 +13,7 @@ from typing import Callable
 from searchers.errors import UsageError
 from searchers.result import check_writable
 
-from .journal import resume_solver
+from .journal import resume_solver, stopped_early
 from .live import LiveView
 from .results import TrialsTable, write_json
 from .study import StudyConfig, TrialRow, cached_task
@@ -113,11 +113,7 @@ def _run_study(config, out, resume, runner, on_row, trial_fn, verbose, live, on_
         finally:   # an interrupted run too leaves its last progress line, ended by a newline
             if view:
                 view.close()
-    # Ray Tune ends its run on Ctrl-C without raising: trials left running (their checkpoints kept) or
-    # budget left unspent mean the study stopped early, and --resume continues it
-    interrupted = bool(solver.open) or (len(table.rows) < config.trials and
-                                        solver.remaining() >= solver.smallest_fidelity)
-    return finalize(config, table, dashboard, interrupted=interrupted)
+    return finalize(config, table, dashboard, interrupted=stopped_early(solver))
 
 
 def _run_trials(config, solver, runner, remaining, record, trial_fn, verbose, view, joined) -> str | None:

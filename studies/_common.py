@@ -126,3 +126,6 @@ def run_cli(main) -> None:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:   # Ctrl-C: what finished is on disk; the shell's code for it
+        print("\ninterrupted: continue with the same flags and --resume", file=sys.stderr)
+        sys.exit(130)
