@@ -257,8 +257,12 @@ def _start_time(pid: int) -> int | None:
 def record_node(out: Path, node_id: str) -> None:
     from ..results import write_json
 
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)   # Ray's own record of the node it started
     write_json(out / NODE_FILE, {"node_id": node_id, "driver_pid": os.getpid(),
-                                 "driver_start": _start_time(os.getpid())})
+                                 "driver_start": _start_time(os.getpid()),
+                                 "session_dir": node.get_session_dir_path() if node is not None else None})
 
 
 def reap_killed_node(out: Path) -> list[int]:
@@ -276,15 +280,31 @@ def reap_killed_node(out: Path) -> list[int]:
     if _start_time(rec["driver_pid"]) == rec["driver_start"]:
         return []   # that driver still runs
     marker = f"RAY_NODE_ID={rec['node_id']}".encode()
+    # Ray 2.60's agents carry no RAY_NODE_ID and retitle their command line, but keep their logs open
+    # in the node's session folder (its name has the driver's pid): that marks them too
+    session = rec.get("session_dir")
+
+    def ours(pid: str) -> bool:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            if marker in f.read().split(b"\0"):
+                return True
+        if session:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(session + "/"):
+                        return True
+                except OSError:
+                    pass
+        return False
+
     stopped = []
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) == os.getpid():
             continue
         try:
-            with open(f"/proc/{d}/environ", "rb") as f:
-                if marker in f.read().split(b"\0"):
-                    os.kill(int(d), signal.SIGKILL)
-                    stopped.append(int(d))
+            if ours(d):
+                os.kill(int(d), signal.SIGKILL)
+                stopped.append(int(d))
         except OSError:   # gone meanwhile, or another user's
             pass
     (out / NODE_FILE).unlink(missing_ok=True)

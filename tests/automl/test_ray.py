@@ -108,18 +108,29 @@ def test_reap_stops_the_recorded_nodes_processes_only_once_its_driver_is_gone(tm
     from automl.runners.ray_tune import NODE_FILE, _start_time, reap_killed_node
 
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    session, elsewhere = tmp_path / "session_1", tmp_path / "session_2"
+    for d in (session, elsewhere):
+        (d / "logs").mkdir(parents=True)
+    # Ray 2.60's agents: no RAY_NODE_ID, only their logs open in the node's session folder
+    holds = lambda d: [sys.executable, "-c", f"import time; f = open({str(d / 'logs' / 'a.log')!r}, 'w'); "
+                                             "time.sleep(60)"]
     ours = subprocess.Popen(sleeper, env={**os.environ, "RAY_NODE_ID": "n-killed"})
+    agent = subprocess.Popen(holds(session))
     other = subprocess.Popen(sleeper, env={**os.environ, "RAY_NODE_ID": "n-other"})
+    other_agent = subprocess.Popen(holds(elsewhere))
+    procs = (ours, agent, other, other_agent)
     try:
-        time.sleep(0.5)   # both have exec'd: their environments are readable
+        time.sleep(1.0)   # all have exec'd and opened their logs: environments and fds are readable
         record = tmp_path / NODE_FILE
-        record.write_text(json.dumps({"node_id": "n-killed", "driver_pid": os.getpid(),
-                                      "driver_start": _start_time(os.getpid())}))
+        rec = {"node_id": "n-killed", "driver_pid": os.getpid(), "session_dir": str(session)}
+        record.write_text(json.dumps({**rec, "driver_start": _start_time(os.getpid())}))
         assert reap_killed_node(tmp_path) == [] and ours.poll() is None   # its driver still runs
-        record.write_text(json.dumps({"node_id": "n-killed", "driver_pid": os.getpid(), "driver_start": -1}))
-        assert reap_killed_node(tmp_path) == [ours.pid]   # a pid reused by another process is not the driver
-        assert ours.wait(timeout=10) == -signal.SIGKILL and other.poll() is None and not record.exists()
+        record.write_text(json.dumps({**rec, "driver_start": -1}))
+        # a pid reused by another process is not the driver
+        assert sorted(reap_killed_node(tmp_path)) == sorted([ours.pid, agent.pid])
+        assert ours.wait(timeout=10) == agent.wait(timeout=10) == -signal.SIGKILL
+        assert other.poll() is None and other_agent.poll() is None and not record.exists()
     finally:
-        for proc in (ours, other):
+        for proc in procs:
             proc.kill()
             proc.wait()
