@@ -26,6 +26,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .solvers.base import Observation, Proposal, Solver
 
@@ -96,7 +97,7 @@ class JournaledSolver:
         return getattr(self.solver, name)
 
 
-def restore(solver: Solver, journal: Journal, rows: dict[int, Observation], lost: callable) -> list[Proposal]:
+def restore(solver: Solver, journal: Journal, rows: dict[int, Observation], lost: Callable[[Proposal], Observation]) -> list[Proposal]:
     """Bring a fresh `solver` (the study's seed) to where the journal left it; returns the proposals
     asked and never told, in the order they were asked.
 

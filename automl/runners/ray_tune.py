@@ -190,20 +190,12 @@ def join_ray(study: StudyConfig) -> str | None:
     refused (token authentication)."""
     check_address(study.address)
     _token_mode_for_join()
-    # Ray's C++ client logs a warning a second while it retries a refused connection: one line instead
-    old = os.environ.get("RAY_BACKEND_LOG_LEVEL")
-    os.environ["RAY_BACKEND_LOG_LEVEL"] = "error"
-    try:
+    try:   # Ray's C++ client prints its own retry warnings before this line (no setting silenced them)
         return start_ray(study)
     except ConnectionError as e:   # a Ray head answered check_address's handshake, then refused us
         raise UsageError(f"cannot join the Ray cluster at {study.address}: {str(e)[:200]}; its token "
                          "authentication may have refused this driver (RAY_AUTH_MODE=token with the cluster's "
                          "token in RAY_AUTH_TOKEN or ~/.ray/auth_token), or its Ray is another version") from None
-    finally:
-        if old is None:
-            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
-        else:
-            os.environ["RAY_BACKEND_LOG_LEVEL"] = old
 
 
 def _token_mode_for_join() -> None:
