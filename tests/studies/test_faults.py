@@ -102,9 +102,11 @@ def compared(out: Path) -> pd.DataFrame:
 
 
 def epochs_reported(out: Path, trial_id: int) -> list[list[int]]:
-    """Per Ray trial that ran `trial_id` (one per start of the study), the epochs it reported."""
+    """Per Ray trial that ran `trial_id` (one per start of the study, in the order they started), the epochs it
+    reported. Ray's trial folder names carry a random id, so their order is not the start order: params.json is
+    written when a trial starts."""
     runs = []
-    for params in sorted((out / "ray").glob("*/params.json")):
+    for params in sorted((out / "ray").glob("*/params.json"), key=lambda p: p.stat().st_mtime_ns):
         if json.loads(params.read_text())["proposal"]["trial_id"] != trial_id:
             continue
         results = params.with_name("result.json")
