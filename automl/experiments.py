@@ -13,7 +13,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from searchers.errors import UsageError
 
@@ -118,6 +118,25 @@ def run_substudy(config: StudyConfig, *, resume: bool, runner: str = "local", so
         raise KeyboardInterrupt
     write_json(out / DONE, {"trials": len(table.rows), "spent_epochs": solver.spent_epochs})
     return table
+
+
+def run_substudies(jobs: dict, *, workers: int, **kw) -> Iterator[tuple[object, TrialsTable]]:
+    """run_substudy for each (key -> config) of `jobs`, `workers` at once in processes (replayed trials:
+    the solver's own computation is the whole cost, and sub-studies share nothing), yielding (key, table)
+    as each finishes; in this process, in order, with workers=1. Each sub-study is what it would be
+    alone (its own seed, folder and journal), so the results do not depend on `workers`."""
+    if workers <= 1:
+        for key, config in jobs.items():
+            yield key, run_substudy(config, **kw)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: the parent may hold torch's thread pools, which a forked child must not inherit
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_substudy, config, **kw): key for key, config in jobs.items()}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def run_fixed(out: Path, *, searcher: str, searcher_params: dict, settings, data: str, data_limit: int | None,

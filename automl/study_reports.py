@@ -18,9 +18,10 @@ def _cost(df: pd.DataFrame, config) -> tuple[str, str]:
     return ("runtime_ms", "ms") if config.target_metric == "runtime_ms" else ("mflops", "MFLOPs")
 
 
-def write_compare_report(path, curves, trials, kendall, summary, config, budget: int, replayed: bool):
+def write_compare_report(path, curves, trials, kendall, summary, config, budget: int, source: str):
     """Fig. 9 left: best reward so far vs spent epochs (mean +- std over repeats) per solver, and the
-    Pareto front (accuracy vs cost) of all trials of each solver."""
+    Pareto front (accuracy vs cost) of all trials of each solver. `source`: where the trials came from
+    (real searches, or a replay and how it answers)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -51,9 +52,8 @@ def write_compare_report(path, curves, trials, kendall, summary, config, budget:
     fig.update_xaxes(title_text=unit, row=1, col=2)
     fig.update_yaxes(title_text="validation accuracy", row=1, col=2)
     fig.update_layout(height=560)
-    source = "replayed from recorded trials" if replayed else "real NAS searches"
     return write_page(path, f"Solvers tuning {config.searcher} toward {config.target_obj}", [
-        f"<p>Trials: {source}. Budget {budget} search epochs per repeat; a failed trial counts reward 0.</p>",
+        f"<p>Trials: {html.escape(source)}. Budget {budget} search epochs per repeat; a failed trial counts reward 0.</p>",
         fig, "<h2>Final best reward per solver</h2>", table_html(summary),
         "<h2>Kendall tau of the lambda ranking at low vs full fidelity (DSNAS Table 2's measure)</h2>",
         table_html(kendall, 3) if len(kendall) else "<p>No hyperparameter value recorded at two fidelities.</p>"])

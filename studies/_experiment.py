@@ -10,7 +10,7 @@ from _common import default_width, parse_kv, target_of, trial_resources
 
 # Flags that change how an experiment runs, not what it computes: --resume may change them.
 RUN_ONLY = ("runner", "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "resume", "out", "quick",
-            "verbose")
+            "verbose", "workers")
 
 # --quick: the embedded digits task, tiny searches (StudyConfig tests' scale); each study adds its own.
 QUICK = dict(data_limit=96)

@@ -6,7 +6,8 @@
 
 Each solver runs --repeats times with seeds --seed, --seed+1, ... (solver and searches), each repeat a
 sub-study of --budget-epochs search epochs. Trials are real NAS searches (Ray or in-process), or, with
---replay, answered from recorded trials (automl/runners/replay.py). Writes curves.csv (best Eq. 19
+--replay, answered from recorded trials (automl/runners/replay.py: a lambda not recorded by interpolation
+in log lambda, seed noise by drawing a recorded seed per trial), --workers sub-studies at once. Writes curves.csv (best Eq. 19
 reward so far vs spent epochs, per solver and repeat), all_trials.csv, kendall.csv (rank agreement of
 lambda at low vs full fidelity, from recorded trials with the same lambda at two fidelities) and a
 report: best reward so far, mean +- std per solver, and each solver's Pareto front of all its trials.
@@ -14,13 +15,14 @@ report: best reward so far, mean +- std per solver, and each solver's Pareto fro
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from _common import add_common, parse_solver_options, run_cli
 from _experiment import EpochMeter, add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, \
     study_fields
 
-FULL = dict(solvers="random,bo,mfbo,bohb,tpe", repeats=5, budget_epochs=400, fidelity=8, min_fidelity=2)
+FULL = dict(solvers="random,bo,cbo,mfbo,bohb,tpe", repeats=5, budget_epochs=400, fidelity=8, min_fidelity=2)
 QUICK = dict(repeats=2, budget_epochs=4, fidelity=2, min_fidelity=1)
 QUICK_REPLAY = dict(repeats=3, budget_epochs=20)   # replayed trials cost nothing: a longer curve
 
@@ -28,7 +30,7 @@ QUICK_REPLAY = dict(repeats=3, budget_epochs=20)   # replayed trials cost nothin
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common(p, "runs/compare-solvers")
-    p.add_argument("--solvers", default=None, help="comma-separated (default: random,bo,mfbo,bohb,tpe)")
+    p.add_argument("--solvers", default=None, help="comma-separated (default: random,bo,cbo,mfbo,bohb,tpe)")
     p.add_argument("--repeats", type=int, default=None, help="runs per solver, seeds --seed.. (paper: 5)")
     p.add_argument("--budget-epochs", type=int, default=None, help="search epochs per run (paper: 400)")
     p.add_argument("--fidelity", type=int, default=None, help="search epochs of a full trial (paper: 8)")
@@ -39,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", action="append", default=[], metavar="DIR",
                    help="answer trials from recorded trials.csv (a file or study folders, searched recursively; "
                         "repeatable) instead of running searches; --runner is then unused")
-    p.add_argument("--replay-mode", default="interpolate", choices=["interpolate", "nearest"])
+    p.add_argument("--replay-mode", default="interpolate", choices=["interpolate", "nearest"],
+                   help="how a lambda that was not recorded is answered (automl/runners/replay.py)")
+    p.add_argument("--replay-noise", default="seeds", choices=["seeds", "none"],
+                   help="seeds: each replayed trial draws one recorded seed (or, where one seed was recorded, "
+                        "the table's between-seed spread); none: the seed average, the same for every repeat")
+    p.add_argument("--workers", type=int, default=None,
+                   help="replayed sub-studies at once, in processes (default: the CPU count)")
     add_run_flags(p)
     return p
 
@@ -53,6 +61,8 @@ def plan(args):
 
     if args.repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     solvers = list(dict.fromkeys(parse_list(args.solvers, str, "--solvers")))
     options = parse_solver_options(args.solver_option, solvers)
     fields = study_fields(args)
@@ -81,7 +91,7 @@ def main(argv=None) -> int:
 
     from automl.analysis import best_so_far_long, fidelity_rank_correlation, spread
     from automl.results import write_csv
-    from automl.experiments import prepare_experiment, run_substudy, save_experiment
+    from automl.experiments import prepare_experiment, run_substudies, run_substudy, save_experiment
     from automl.runners.replay import replay_trial_fn
     from automl.study_reports import write_compare_report
     from automl.tuning import prepare_out
@@ -96,26 +106,41 @@ def main(argv=None) -> int:
         check_ray(args)
     save_experiment(out, spec)
 
-    trial_fn = replay_trial_fn(table, args.replay_mode) if table is not None else None
-    runner = "local" if table is not None else args.runner
-    frames, meter = {}, EpochMeter(sum(cfg.budget for cfg in configs.values()))
-    for r in range(args.repeats):   # repeat-major: an interrupted run has every solver at equal depth
-        for s in solvers:
-            t0 = time.perf_counter()
-            t = run_substudy(configs[s, r], resume=args.resume, runner=runner, trial_fn=trial_fn,
-                             on_row=None if table is not None else progress(f"{s} repeat {r}", meter),
-                             verbose=int(args.verbose))
-            df = t.frame()
-            df.insert(2, "repeat", r)
-            frames[s, r] = df
-            best = df["reward"].astype(float).max() if len(df) else float("nan")
-            print(f"{s:>6} repeat {r}: {len(df)} trials, {int(df['fidelity'].sum())} epochs, "
-                  f"best reward {best:.4f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+    first = configs[solvers[0], 0]
+    if table is not None:   # replay: no searches, each sub-study is its solver's computation alone
+        std = table.seed_std(first)
+        if args.replay_noise == "none":
+            noise = "none (the seed average: every repeat sees the same objective)"
+        elif std:
+            noise = ("one recorded seed drawn per trial; where a single seed was recorded, a Gaussian draw with "
+                     "the between-seed std (" + ", ".join(f"{k} {v:.4g}" for k, v in std.items()) + ")")
+        else:
+            noise = "none to draw (no point was recorded with two seeds: every repeat sees the same objective)"
+        source = (f"replayed from recorded trials ({', '.join(map(str, args.replay))}): a lambda not recorded is "
+                  f"answered by {args.replay_mode}; seed noise: {noise}")
+        print(source, flush=True)
+        jobs = {(s, r): configs[s, r] for r in range(args.repeats) for s in solvers}
+        results = run_substudies(jobs, workers=args.workers or os.cpu_count() or 1, resume=args.resume,
+                                 runner="local", trial_fn=replay_trial_fn(table, args.replay_mode, args.replay_noise))
+    else:   # repeat-major: an interrupted run has every solver at equal depth
+        source = "real NAS searches"
+        meter = EpochMeter(sum(cfg.budget for cfg in configs.values()))
+        results = ((key, run_substudy(configs[key], resume=args.resume, runner=args.runner,
+                                      on_row=progress(f"{key[0]} repeat {key[1]}", meter), verbose=int(args.verbose)))
+                   for key in ((s, r) for r in range(args.repeats) for s in solvers))
+    frames, t0 = {}, time.perf_counter()
+    for (s, r), t in results:
+        df = t.frame()
+        df.insert(2, "repeat", r)
+        frames[s, r] = df
+        best = df["reward"].astype(float).max() if len(df) else float("nan")
+        print(f"{s:>6} repeat {r}: {len(df)} trials, {int(df['fidelity'].sum())} epochs, "
+              f"best reward {best:.4f}  ({time.perf_counter() - t0:.1f} s elapsed)", flush=True)
+    frames = {key: frames[key] for key in sorted(frames, key=lambda k: (k[1], solvers.index(k[0])))}
 
     curves = best_so_far_long(frames, ("solver", "repeat"))
     curves.insert(2, "seed", curves["repeat"] + args.seed)
     trials = pd.concat(frames.values(), ignore_index=True)
-    first = configs[solvers[0], 0]
     recorded = table.rows_for(first) if table is not None else trials
     names = first.space().names
     kendall = fidelity_rank_correlation(recorded, names)
@@ -130,7 +155,7 @@ def main(argv=None) -> int:
     write_csv(kendall, paths["kendall"])
     write_csv(summary, paths["summary"])
     paths["report"] = write_compare_report(out / "report.html", curves, trials, kendall, summary,
-                                           first, args.budget_epochs, table is not None)
+                                           first, args.budget_epochs, source)
 
     print("\nfinal best reward (Eq. 19) per solver, mean +- std over repeats:")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -12,8 +12,7 @@ trials recorded at that fidelity, not from truncated histories.
 
 How a proposal is answered (`ReplayTable.lookup`):
   * rows at the proposal's fidelity, or at the nearest recorded one (ties: the higher, closer to a
-    full search); rows of the same (params, fidelity) recorded with several seeds are averaged, so the
-    replayed objective is deterministic and the same for every repeat of a comparison;
+    full search);
   * mode "interpolate" (the default): val_acc, test_acc, runtime_ms, flops and wall_s linear in log
     lambda (a hyperparameter's search scale: log where its range is log) between the two recorded
     neighbours (clamped at the ends, no extrapolation). The default
@@ -21,6 +20,19 @@ How a proposal is answered (`ReplayTable.lookup`):
     many values as grid points, on which every solver ties as soon as it hits the best step;
   * mode "nearest": the recorded point nearest in the search scale (exact answers only).
 Interpolation needs a single hyperparameter; with several, "interpolate" falls back to "nearest".
+
+Seed noise (`noise`): a real search at a lambda gives another network with another seed, so a replay that
+answered every repeat with the seed average would be smoother than the studies it stands for (every
+repeat of a solver would see the same objective).
+  * "seeds" (the default): each replayed trial draws one seed, uniformly from the seeds recorded at
+    every point it reads (both neighbours), and answers from that seed's rows: the same draw on both
+    sides, as a real search's seed moves nearby lambdas together. Where the fidelity holds a single seed,
+    it adds one Gaussian draw per metric (val_acc, test_acc, runtime_ms, flops) with the between-seed
+    standard deviation pooled over every point of the table recorded with several seeds (`seed_std`):
+    the assumption is that seed noise at a fidelity without repeats is that of the fidelities with them.
+    A table without any repeated point has no noise to draw and replays the recorded values.
+    The draw is keyed by (study seed, trial id), so a replayed study is reproducible and resumable.
+  * "none": the seed average, deterministic (the same objective for every repeat).
 The reward is then recomputed with Eq. 19 for the replaying study's target (not interpolated:
 Eq. 19 is not linear in R), so a table recorded for 80 ms also answers a study toward 60 ms.
 A replayed row carries val_n but no per-image correctness (an interpolated or seed-averaged accuracy has
@@ -43,7 +55,9 @@ from ..solvers.base import Proposal
 from ..study import StudyConfig, TrialRow, trial_reward
 
 MODES = ("interpolate", "nearest")
+NOISES = ("seeds", "none")
 METRICS = ("val_acc", "test_acc", "runtime_ms", "flops", "wall_s")
+NOISY = ("val_acc", "test_acc", "runtime_ms", "flops")   # what differs between seeds (not wall_s)
 REPLAYED = "replay:"   # result_dir of a replayed row: it is no record, and loading skips it
 
 
@@ -125,32 +139,64 @@ class ReplayTable:
             if "val_n" not in df.columns:   # tables recorded before val_n existed
                 df["val_n"] = np.nan
             df["val_n"] = pd.to_numeric(df["val_n"], errors="coerce")
+            df["seed"] = pd.to_numeric(df["seed"], errors="coerce").fillna(0).astype(int)
+            # one row per (point, fidelity, seed): a seed recorded twice counts once (its mean)
+            df = df.groupby([*names, "fidelity", "seed"], as_index=False).agg(
+                {**{m: "mean" for m in METRICS}, "arch": "first", "val_n": "first"})
             mean = df.groupby([*names, "fidelity"], as_index=False).agg(
                 {**{m: "mean" for m in METRICS}, "arch": "first", "val_n": "first"})
             by_fid = {}
             for f, g in mean.groupby("fidelity"):
                 g = g.sort_values(names).reset_index(drop=True)
-                by_fid[int(f)] = (_unit(space, g[names].to_numpy(float)), g)
-            self._cache[key] = {"space": space, "by_fid": by_fid}
+                recorded = df[df["fidelity"] == f].merge(g[names].reset_index(), on=names)
+                seeds = {int(s): r.set_index("index") for s, r in recorded.groupby("seed")}   # seed -> rows by point
+                by_fid[int(f)] = (_unit(space, g[names].to_numpy(float)), g, seeds)
+            self._cache[key] = {"space": space, "by_fid": by_fid, "seed_std": _pooled_seed_std(df, names)}
         return self._cache[key]
 
+    def seed_std(self, config: StudyConfig) -> dict[str, float]:
+        """Between-seed standard deviation of each noisy metric, pooled over the points recorded with
+        several seeds (empty when none is)."""
+        return dict(self._grouped(config)["seed_std"])
+
     def lookup(self, config: StudyConfig, params: dict[str, float], fidelity: int,
-               mode: str = "interpolate") -> dict:
-        """Recorded metrics for `params` at `fidelity` (see the module doc for how)."""
+               mode: str = "interpolate", rng: np.random.Generator | None = None) -> dict:
+        """Recorded metrics for `params` at `fidelity` (see the module doc for how): the seed average
+        without `rng`, one drawn seed (or the Gaussian stand-in for one) with it."""
         check_choice("replay mode", mode, MODES)
         g = self._grouped(config)
         space, by_fid = g["space"], g["by_fid"]
         fids = np.array(sorted(by_fid))
         used = int(fids[np.lexsort((-fids, np.abs(fids - fidelity)))[0]])   # nearest, ties -> higher
-        coords, rows = by_fid[used]
+        coords, rows, seeds = by_fid[used]
         x = _unit(space, np.array([[float(params[n]) for n in space.names]]))[0]
         if mode == "interpolate" and len(space.params) == 1 and len(rows) > 1:
-            out = _interpolate(coords[:, 0], rows, x[0])
+            lo, hi, t = _neighbours(coords[:, 0], x[0])
         else:
-            i = int(np.argmin(((coords - x) ** 2).sum(axis=1)))
-            out = {m: _num(rows.at[i, m]) for m in METRICS} | {"arch": rows.at[i, "arch"]}
+            lo = hi = int(np.argmin(((coords - x) ** 2).sum(axis=1)))
+            t = 0.0
+        drawn, noise = None, {}
+        if rng is not None:
+            common = sorted(s for s, r in seeds.items() if lo in r.index and hi in r.index)
+            if len(common) > 1:
+                drawn = int(rng.choice(common))
+                rows = seeds[drawn]
+            else:   # one seed here: a Gaussian stand-in for another seed's draw (module doc)
+                noise = {m: float(rng.normal(0.0, sd)) for m, sd in g["seed_std"].items()}
+        out = {}
+        for m in METRICS:
+            a, b = _num(rows.at[lo, m]), _num(rows.at[hi, m])
+            out[m] = None if a is None or b is None else a + t * (b - a) + noise.get(m, 0.0)
+        for m in ("val_acc", "test_acc"):
+            if noise and out[m] is not None:
+                out[m] = float(np.clip(out[m], 0.0, 1.0))
+        for m in ("runtime_ms", "flops"):
+            if noise and out[m] is not None:
+                out[m] = max(out[m], 0.01 * (out[m] - noise[m]))   # a draw never makes a cost <= 0
+        out["arch"] = rows.at[lo if t < 0.5 else hi, "arch"]
         n = _num(rows["val_n"].iloc[0])
         out["val_n"], out["fidelity_used"] = (None if n is None else int(n)), used
+        out["seed_drawn"], out["noise_added"] = drawn, bool(noise)
         return out
 
 
@@ -168,38 +214,50 @@ def _num(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def _interpolate(xs: np.ndarray, rows: pd.DataFrame, x: float) -> dict:
-    """Linear in log lambda between the bracketing neighbours; clamped outside the recorded range."""
+def _neighbours(xs: np.ndarray, x: float) -> tuple[int, int, float]:
+    """The bracketing recorded points and the weight of the upper one: linear in log lambda, clamped
+    outside the recorded range (no extrapolation)."""
     j = int(np.searchsorted(xs, x))
     lo, hi = max(0, min(j - 1, len(xs) - 2)), max(1, min(j, len(xs) - 1))
     t = float(np.clip((x - xs[lo]) / (xs[hi] - xs[lo]), 0.0, 1.0)) if xs[hi] > xs[lo] else 0.0
-    out = {}
-    for m in METRICS:
-        a, b = _num(rows.at[lo, m]), _num(rows.at[hi, m])
-        out[m] = None if a is None or b is None else a + t * (b - a)
-    out["arch"] = rows.at[lo if t < 0.5 else hi, "arch"]
-    return out
+    return lo, hi, t
+
+
+def _pooled_seed_std(df: pd.DataFrame, names: list[str]) -> dict[str, float]:
+    """sqrt(sum_i (n_i - 1) s_i^2 / sum_i (n_i - 1)) over the (point, fidelity) groups with n_i > 1 seeds."""
+    groups = [g for _, g in df.groupby([*names, "fidelity"]) if len(g) > 1]
+    if not groups:
+        return {}
+    dof = sum(len(g) - 1 for g in groups)
+    return {m: float(math.sqrt(sum(float(g[m].var(ddof=1)) * (len(g) - 1) for g in groups) / dof))
+            for m in NOISY if all(g[m].notna().all() for g in groups)}
 
 
 def replay_trial(config: StudyConfig, proposal: Proposal, *, table: ReplayTable, mode: str = "interpolate",
-                 result_dir: Path | None = None, checkpoint: Path | None = None) -> TrialRow:
-    """A trial answered from `table` (run_local's trial_fn: bind `table` and `mode` with
+                 noise: str = "seeds", result_dir: Path | None = None, checkpoint: Path | None = None) -> TrialRow:
+    """A trial answered from `table` (run_local's trial_fn: bind `table`, `mode` and `noise` with
     functools.partial, or use `replay_trial_fn`). Reward: Eq. 19 for `config`'s target. wall_s is the
     recorded search time (the time the replayed search would have taken), not the lookup's; nothing is
-    written to `result_dir` (a replayed trial has no artefacts) nor to `checkpoint` (nor state)."""
-    r = table.lookup(config, proposal.params, proposal.fidelity, mode)
+    written to `result_dir` (a replayed trial has no artefacts) nor to `checkpoint` (nor state).
+    The seed draw is keyed by (study seed, trial id): the same trial of the same study draws the same."""
+    check_choice("replay noise", noise, NOISES)
+    rng = np.random.default_rng([config.seed, proposal.trial_id]) if noise == "seeds" else None
+    r = table.lookup(config, proposal.params, proposal.fidelity, mode, rng)
+    how = "" if rng is None else (f" seed {r['seed_drawn']}" if r["seed_drawn"] is not None
+                                  else " +noise" if r["noise_added"] else "")
     row = TrialRow(trial_id=proposal.trial_id, solver=config.solver, params=dict(proposal.params),
                    fidelity=proposal.fidelity, seed=config.seed, target=config.target, status="ok",
                    val_acc=r["val_acc"], test_acc=r["test_acc"], runtime_ms=r["runtime_ms"], flops=r["flops"],
                    arch=str(r["arch"]), wall_s=round(r["wall_s"] or 0.0, 3), val_n=r["val_n"],
-                   result_dir=f"{REPLAYED}{mode}@{r['fidelity_used']}")
+                   result_dir=f"{REPLAYED}{mode}@{r['fidelity_used']}{how}")
     row.reward = trial_reward(config, row.val_acc, row.runtime_ms, row.flops or 0.0)
     return row
 
 
-def replay_trial_fn(table: ReplayTable, mode: str = "interpolate"):
+def replay_trial_fn(table: ReplayTable, mode: str = "interpolate", noise: str = "seeds"):
     check_choice("replay mode", mode, MODES)
-    return functools.partial(replay_trial, table=table, mode=mode)
+    check_choice("replay noise", noise, NOISES)
+    return functools.partial(replay_trial, table=table, mode=mode, noise=noise)
 
 
 def epoch_table(*study_dirs) -> pd.DataFrame:

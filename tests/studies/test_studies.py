@@ -85,6 +85,43 @@ def test_replay_interpolates_in_log_lambda_between_two_neighbours(recorded, tmp_
     assert far["fidelity_used"] == 2 and far["runtime_ms"] == pytest.approx(m1)
 
 
+def with_second_seed(recorded: Path, shift: float = 0.02) -> Path:
+    """`recorded` plus seed 1 at fidelity 2: val_acc +shift (test_acc too), runtime -100*shift ms."""
+    df = pd.read_csv(recorded / "trials.csv", keep_default_na=False)
+    again = df[(df.fidelity == 2) & (df.status == "ok")].copy()
+    again["seed"], again["trial_id"] = 1, again["trial_id"] + 100
+    for c, d in (("val_acc", shift), ("test_acc", shift), ("runtime_ms", -100 * shift)):
+        again[c] = again[c].astype(float) + d
+    pd.concat([df, again]).to_csv(recorded / "trials.csv", index=False)
+    return recorded
+
+
+def test_replay_draws_one_recorded_seed_per_trial_and_the_between_seed_spread_where_one_was_recorded(
+        recorded, tmp_path):
+    table, cfg = ReplayTable.load(with_second_seed(recorded)), config(tmp_path)
+    acc0, ms0 = recorded_value(0.1, 2)
+    # the seed average without a draw; the pooled std of two seeds 0.02 apart is 0.02/sqrt(2)
+    assert table.lookup(cfg, {"lam": 0.1}, 2)["val_acc"] == pytest.approx(acc0 + 0.01)
+    std = table.seed_std(cfg)
+    assert std["val_acc"] == pytest.approx(0.02 / math.sqrt(2)) and std["runtime_ms"] == pytest.approx(2 / math.sqrt(2))
+    mid = math.sqrt(0.01 * 0.1)
+    rows = [replay_trial(cfg, Proposal(trial_id=i, params={"lam": mid}, fidelity=2), table=table) for i in range(40)]
+    interpolated = (recorded_value(0.01, 2)[0] + acc0) / 2
+    # both neighbours answered by the same drawn seed: exactly one seed's interpolation, never a mix
+    assert {round(r.val_acc - interpolated, 9) for r in rows} == {0.0, 0.02}
+    assert {r.result_dir for r in rows} == {"replay:interpolate@2 seed 0", "replay:interpolate@2 seed 1"}
+    again = replay_trial(cfg, Proposal(trial_id=7, params={"lam": mid}, fidelity=2), table=table)
+    assert again.val_acc == rows[7].val_acc   # keyed by (study seed, trial id): reproducible, resumable
+    # fidelity 1 has one seed: Gaussian draws around the recorded value with the pooled spread
+    acc1 = recorded_value(0.1, 1)[0]
+    one = [replay_trial(cfg, Proposal(trial_id=i, params={"lam": 0.1}, fidelity=1), table=table) for i in range(400)]
+    dev = np.array([r.val_acc for r in one]) - acc1
+    assert abs(dev.mean()) < 0.003 and np.std(dev) == pytest.approx(std["val_acc"], rel=0.15)
+    assert all(r.result_dir.endswith("+noise") for r in one)
+    none = replay_trial(cfg, Proposal(trial_id=3, params={"lam": 0.1}, fidelity=1), table=table, noise="none")
+    assert none.val_acc == pytest.approx(acc1)
+
+
 def test_replay_refuses_a_table_of_another_searcher(recorded, tmp_path):
     with pytest.raises(UsageError, match="no recorded trial of searcher multi-path"):
         ReplayTable.load(recorded).check(config(tmp_path, searcher="multi-path"))
@@ -184,6 +221,10 @@ def test_fidelity_grid_then_compare_solvers_by_replay(tmp_path):
     assert len(pd.read_csv(out / "kendall.csv")) == 1 and (out / "report.html").stat().st_size > 1_000_000
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.solver) == ["random", "tpe", "bohb"] and (summary.n == 2).all()
+    # sub-studies in two processes (the default on this machine) give what one process gives
+    run_main("compare_solvers", ["--quick", "--replay", str(grid), "--solvers", "random,tpe,bohb", "--repeats", "2",
+                                 "--workers", "1", "--out", str(tmp_path / "serial")])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "serial" / "curves.csv"), curves)
 
 
 def test_compare_solvers_with_real_searches(tmp_path, capsys):
