@@ -3,9 +3,10 @@
 Layers are timed *in context*: whole probe networks run forward at batch 1 and a timestamp is taken
 at every layer boundary (CUDA: an event per boundary, read after one synchronize), so each layer is
 timed with caches, allocator and launch queue as a real inference leaves them. Timing a layer alone
-instead keeps its weights warm in cache and misses the hand-over between layers; on this project's
-2-vCPU EPYC (1 thread, 224x224) that under-predicted random whole networks by 11-19 %, while the
-in-context profile's mean error stayed within +-2 % (benchmarks/profile_accuracy.py).
+instead keeps its weights warm in cache and misses the hand-over between layers; on the 2-vCPU AMD
+EPYC this project was first measured on (1 thread, 224x224) that under-predicted random whole networks
+by 11-19 %, while the in-context profile's mean signed error stayed within +-2 %
+(benchmarks/profile_accuracy.py; on the present Xeon machine see README's numbers and noise floor).
 
 Probe design: every probe network keeps all 20 searchable layers; in each round, each layer takes each
 of its variants (k, e) -- and, with `se=True`, (k, e) with SE 0.25 and with SE 0.5 -- in exactly one
