@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -130,13 +131,25 @@ def run_substudies(jobs: dict, *, workers: int, **kw) -> Iterator[tuple[object, 
             yield key, run_substudy(config, **kw)
         return
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    # spawn: the parent may hold torch's thread pools, which a forked child must not inherit
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_substudy, config, **kw): key for key, config in jobs.items()}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+    # spawn: the parent may hold torch's thread pools, which a forked child must not inherit. Ctrl-C (a
+    # terminal signals the whole process group) is the parent's alone: the workers start with it ignored,
+    # which exec keeps, and the parent ends them; a sub-study cut short resumes from its journal.
+    parent = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+    finally:
+        signal.signal(signal.SIGINT, parent)
+    try:
+        yield from pool.imap_unordered(_substudy_job, [(key, config, kw) for key, config in jobs.items()])
+    finally:   # done, failed or interrupted
+        pool.terminate()
+        pool.join()
+
+
+def _substudy_job(job: tuple) -> tuple[object, TrialsTable]:
+    key, config, kw = job
+    return key, run_substudy(config, **kw)
 
 
 def run_fixed(out: Path, *, searcher: str, searcher_params: dict, settings, data: str, data_limit: int | None,

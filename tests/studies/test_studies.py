@@ -5,6 +5,9 @@ Replay and grid-solver tests use a synthetic recorded table (no training, millis
 smaller still (two lambdas, 1-2 epochs, two repeats), always with the local runner: no Ray cluster.
 """
 import math
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -225,6 +228,35 @@ def test_fidelity_grid_then_compare_solvers_by_replay(tmp_path):
     run_main("compare_solvers", ["--quick", "--replay", str(grid), "--solvers", "random,tpe,bohb", "--repeats", "2",
                                  "--workers", "1", "--out", str(tmp_path / "serial")])
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "serial" / "curves.csv"), curves)
+
+
+def test_a_replayed_comparison_interrupted_by_ctrl_c_resumes_into_the_uninterrupted_one(recorded, tmp_path):
+    flags = ["studies/compare_solvers.py", "--replay", str(recorded), "--target-ms", "80", "--data-limit", "96",
+             "--solvers", "bo,random", "--repeats", "4", "--budget-epochs", "12", "--fidelity", "2",
+             "--min-fidelity", "1", "--workers", "2"]
+    out = tmp_path / "stopped"
+    p = subprocess.Popen([sys.executable, *flags, "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = p.stdout.readline()
+        while line and not re.match(r"\s*\w+ repeat \d+: ", line):   # a sub-study has finished, the rest run
+            line = p.stdout.readline()
+        os.killpg(p.pid, signal.SIGINT)            # what Ctrl-C in a terminal does: the whole group
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130 and "--resume" in stderr + stdout, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]   # the workers leave quietly
+    assert not (out / "curves.csv").exists()
+    resumed = subprocess.run([sys.executable, *flags, "--out", str(out), "--resume"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    whole = subprocess.run([sys.executable, *flags, "--out", str(tmp_path / "whole")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "curves.csv"), pd.read_csv(tmp_path / "whole" / "curves.csv"))
 
 
 def test_compare_solvers_with_real_searches(tmp_path, capsys):
