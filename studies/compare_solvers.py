@@ -1,7 +1,7 @@
 """Compare the outer-loop solvers at tuning lambda under one budget of search epochs (Single-Path NAS Fig. 9 left).
 
     python studies/compare_solvers.py --target-ms 80                     # paper: 5 repeats x 400 epochs, real searches
-    python studies/compare_solvers.py --replay runs/fidelity-grid --repeats 20   # from recorded trials: seconds
+    python studies/compare_solvers.py --replay results/cifar10-grid-s0 --repeats 20 --budget-epochs 64  # no search: minutes
     python studies/compare_solvers.py --quick --runner local
 
 Each solver runs --repeats times with seeds --seed, --seed+1, ... (solver and searches), each repeat a
