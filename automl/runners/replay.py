@@ -188,10 +188,10 @@ class ReplayTable:
             a, b = _num(rows.at[lo, m]), _num(rows.at[hi, m])
             out[m] = None if a is None or b is None else a + t * (b - a) + noise.get(m, 0.0)
         for m in ("val_acc", "test_acc"):
-            if noise and out[m] is not None:
+            if m in noise and out[m] is not None:
                 out[m] = float(np.clip(out[m], 0.0, 1.0))
         for m in ("runtime_ms", "flops"):
-            if noise and out[m] is not None:
+            if m in noise and out[m] is not None:
                 out[m] = max(out[m], 0.01 * (out[m] - noise[m]))   # a draw never makes a cost <= 0
         out["arch"] = rows.at[lo if t < 0.5 else hi, "arch"]
         n = _num(rows["val_n"].iloc[0])
