@@ -83,3 +83,32 @@ def spread(df: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
         v = pd.to_numeric(df[c], errors="coerce").groupby([df[b] for b in by], sort=False)
         out[f"{c}_mean"], out[f"{c}_std"] = v.mean(), v.std(ddof=1)
     return out.reset_index()
+
+
+def curve_gap(curves: pd.DataFrame, other: pd.DataFrame, grid: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How far one comparison's best-so-far curves are from another's (e.g. a replay's from real
+    searches'), per solver both ran, at `grid` epochs. Returns the per-epoch table (each side's mean and
+    std over repeats, gap = this - other) and a summary per solver: mean and largest |gap| over the
+    epochs where both have a value, the gap at the last of them, and the share of those epochs where the
+    other mean lies inside this run's mean +- std band (a band too narrow to hold the other's curve is
+    smoother than the other run)."""
+    cols = ["solver", "runs", "other_runs", "epochs_compared", "mean_abs_gap", "max_abs_gap", "final_gap",
+            "final_mean", "final_std", "other_final_mean", "other_final_std", "inside_band"]
+    a, b = mean_spread(curves, "solver", "repeat", grid), mean_spread(other, "solver", "repeat", grid)
+    both = a.merge(b, on=["solver", "epochs"], suffixes=("", "_other"))
+    both = both.rename(columns={"mean_other": "other_mean", "std_other": "other_std", "runs_other": "other_runs"})
+    both["gap"] = both["mean"] - both["other_mean"]
+    rows = []
+    for solver, d in both.groupby("solver", sort=False):
+        d = d.dropna(subset=["mean", "other_mean"])
+        if d.empty:
+            continue
+        last, gap = d.iloc[-1], d["gap"].abs()
+        inside = (d["other_mean"] >= d["mean"] - d["std"]) & (d["other_mean"] <= d["mean"] + d["std"])
+        rows.append({"solver": solver, "runs": int(d["runs"].max()), "other_runs": int(d["other_runs"].max()),
+                     "epochs_compared": len(d), "mean_abs_gap": gap.mean(), "max_abs_gap": gap.max(),
+                     "final_gap": last["gap"], "final_mean": last["mean"], "final_std": last["std"],
+                     "other_final_mean": last["other_mean"], "other_final_std": last["other_std"],
+                     "inside_band": inside.mean()})
+    per_epoch = both[["solver", "epochs", "mean", "std", "runs", "other_mean", "other_std", "other_runs", "gap"]]
+    return per_epoch, pd.DataFrame(rows, columns=cols)

@@ -18,10 +18,12 @@ def _cost(df: pd.DataFrame, config) -> tuple[str, str]:
     return ("runtime_ms", "ms") if config.target_metric == "runtime_ms" else ("mflops", "MFLOPs")
 
 
-def write_compare_report(path, curves, trials, kendall, summary, config, budget: int, source: str):
+def write_compare_report(path, curves, trials, kendall, summary, config, budget: int, source: str,
+                         against: tuple | None = None):
     """Fig. 9 left: best reward so far vs spent epochs (mean +- std over repeats) per solver, and the
     Pareto front (accuracy vs cost) of all trials of each solver. `source`: where the trials came from
-    (real searches, or a replay and how it answers)."""
+    (real searches, or a replay and how it answers). `against`: (name, curves, gap summary) of another
+    comparison (e.g. real searches beside a replay), drawn dashed in each solver's colour."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -35,6 +37,11 @@ def write_compare_report(path, curves, trials, kendall, summary, config, budget:
     for i, (solver, b) in enumerate(bands.groupby("solver", sort=False)):
         color = COLORS[i % len(COLORS)]
         add_band(fig, b["epochs"], b["mean"], b["std"], name=solver, color=color, row=1, col=1)
+        if against is not None and solver in set(against[1]["solver"]):
+            o = mean_spread(against[1][against[1]["solver"] == solver], "solver", "repeat", grid)
+            fig.add_trace(go.Scatter(x=o["epochs"], y=o["mean"], mode="lines", line_shape="hv",
+                                     name=f"{solver}: {against[0]}", line=dict(color=color, dash="dash")),
+                          row=1, col=1)
         s = ok[ok["solver"] == solver]
         if s.empty:
             continue
@@ -56,7 +63,11 @@ def write_compare_report(path, curves, trials, kendall, summary, config, budget:
         f"<p>Trials: {html.escape(source)}. Budget {budget} search epochs per repeat; a failed trial counts reward 0.</p>",
         fig, "<h2>Final best reward per solver</h2>", table_html(summary),
         "<h2>Kendall tau of the lambda ranking at low vs full fidelity (DSNAS Table 2's measure)</h2>",
-        table_html(kendall, 3) if len(kendall) else "<p>No hyperparameter value recorded at two fidelities.</p>"])
+        table_html(kendall, 3) if len(kendall) else "<p>No hyperparameter value recorded at two fidelities.</p>",
+        *([] if against is None else [
+            f"<h2>These curves against {html.escape(str(against[0]))} (dashed)</h2>"
+            "<p>gap = this mean - that mean of best reward so far, over the epochs both reached; inside_band: "
+            "share of those epochs where that mean lies inside this mean ± std.</p>", table_html(against[2], 4)])])
 
 
 def write_grid_report(path, df, best, kendall, config, name: str):

@@ -8,9 +8,10 @@ import time
 
 from _common import default_width, parse_kv, target_of, trial_resources
 
-# Flags that change how an experiment runs, not what it computes: --resume may change them.
+# Flags that change how an experiment runs or what it is shown beside, not what it computes: --resume may
+# change them.
 RUN_ONLY = ("runner", "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "resume", "out", "quick",
-            "verbose", "workers")
+            "verbose", "workers", "against")
 
 # --quick: the embedded digits task, tiny searches (StudyConfig tests' scale); each study adds its own.
 QUICK = dict(data_limit=96)

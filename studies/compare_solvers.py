@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 from _common import add_common, parse_solver_options, run_cli
 from _experiment import EpochMeter, add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, \
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-noise", default="seeds", choices=["seeds", "none"],
                    help="seeds: each replayed trial draws one recorded seed (or, where one seed was recorded, "
                         "the table's between-seed spread); none: the seed average, the same for every repeat")
+    p.add_argument("--against", default=None, metavar="DIR",
+                   help="another compare_solvers output (e.g. real searches, to check a replay): writes how far "
+                        "this run's curves are from its curves.csv, per solver both ran (against.csv) and in the report")
     p.add_argument("--workers", type=int, default=None,
                    help="replayed sub-studies at once, in processes (default: the CPU count)")
     add_run_flags(p)
@@ -77,26 +81,39 @@ def plan(args):
         cfg = configs[s, 0]
         make_solver(s, cfg.space(), budget_epochs=cfg.budget, seed=cfg.seed,   # solver-specific refusals now
                     **cfg.solver_options)
+    against = None
+    if args.against is not None:
+        import pandas as pd
+
+        path = Path(args.against) / "curves.csv"
+        if not path.is_file():
+            raise UsageError(f"--against {args.against} holds no curves.csv; give a compare_solvers.py --out folder")
+        against = pd.read_csv(path)
+        common = [s for s in solvers if s in set(against["solver"])]
+        if not common:
+            raise UsageError(f"--against {args.against} ran none of --solvers {','.join(solvers)} "
+                             f"(it has: {','.join(dict.fromkeys(against['solver']))})")
     table = None
     if args.replay:
         table = ReplayTable.load(*args.replay)
         table.check(configs[solvers[0], 0])
-    return solvers, configs, table
+    return solvers, configs, table, against
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     apply_preset(args, FULL, {**QUICK, **(QUICK_REPLAY if args.replay else {})})
+    import numpy as np
     import pandas as pd
 
-    from automl.analysis import best_so_far_long, fidelity_rank_correlation, spread
+    from automl.analysis import best_so_far_long, curve_gap, fidelity_rank_correlation, spread
     from automl.results import write_csv
     from automl.experiments import prepare_experiment, run_substudies, run_substudy, save_experiment
     from automl.runners.replay import replay_trial_fn
     from automl.study_reports import write_compare_report
     from automl.tuning import prepare_out
 
-    solvers, configs, table = plan(args)
+    solvers, configs, table, against = plan(args)
     spec = spec_of(args, replay=[str(p) for p in args.replay])
     # more repeats or solvers on --resume add sub-studies; the finished ones are read back
     out = prepare_experiment(args.out, spec, resume=args.resume, resumable=("repeats", "solvers"))
@@ -154,8 +171,16 @@ def main(argv=None) -> int:
     write_csv(trials, paths["trials"])
     write_csv(kendall, paths["kendall"])
     write_csv(summary, paths["summary"])
+    gap = None
+    if against is not None:   # e.g. a replay against real searches: is the replay a stand-in for them?
+        grid = np.arange(1, min(args.budget_epochs, int(against["cum_epochs"].max())) + 1)
+        per_epoch, gap = curve_gap(curves, against, grid)
+        paths["against"], paths["against_summary"] = out / "against.csv", out / "against_summary.csv"
+        write_csv(per_epoch, paths["against"])
+        write_csv(gap, paths["against_summary"])
     paths["report"] = write_compare_report(out / "report.html", curves, trials, kendall, summary,
-                                           first, args.budget_epochs, source)
+                                           first, args.budget_epochs, source,
+                                           against=None if gap is None else (args.against, against, gap))
 
     print("\nfinal best reward (Eq. 19) per solver, mean +- std over repeats:")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -163,6 +188,10 @@ def main(argv=None) -> int:
           f"({'replayed table' if table is not None else 'trials of this run'}):")
     print(kendall.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(kendall)
           else "  (no lambda recorded at two fidelities: run studies/fidelity_grid.py and pass --replay)")
+    if gap is not None:
+        print(f"\nthis run's best-so-far curves against {args.against}'s (gap = this - that, over "
+              f"{len(grid)} epochs; inside_band: share of epochs where that mean lies in this mean +- std):")
+        print(gap.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for k, v in paths.items():
         print(f"{k:>8}: {v}")
     return 0

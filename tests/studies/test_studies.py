@@ -4,6 +4,7 @@ Replay and grid-solver tests use a synthetic recorded table (no training, millis
 --quick run is exercised in-process (`main(argv)`: the digits task loads once per session) and made
 smaller still (two lambdas, 1-2 epochs, two repeats), always with the local runner: no Ray cluster.
 """
+import json
 import math
 import os
 import re
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from automl.analysis import fidelity_rank_correlation
+from automl.analysis import curve_gap, fidelity_rank_correlation
 from automl.reward import reward
 from automl.results import TrialsTable
 from automl.runners.replay import ReplayTable, replay_trial, replay_trial_fn
@@ -189,6 +190,24 @@ def test_kendall_tau_of_low_vs_full_fidelity(recorded):
     assert fidelity_rank_correlation(df, ["lam"]).iloc[0].tau_reward == pytest.approx(2 / 6)
 
 
+def test_curve_gap_between_two_comparisons_by_hand():
+    def curves(solver, runs):   # runs: per repeat, (cumulative epochs, best reward so far) steps
+        return pd.DataFrame([{"solver": solver, "repeat": r, "cum_epochs": e, "best_reward": b}
+                             for r, steps in enumerate(runs) for e, b in steps])
+
+    # this: two repeats, 0.4 then 0.6 at epoch 2 / 0.5 then 0.8 at epoch 2: mean .45 (std .05), .7 (std .1)
+    this = pd.concat([curves("bo", [[(1, 0.4), (2, 0.6)], [(1, 0.5), (2, 0.8)]]), curves("tpe", [[(1, 0.3)]])])
+    other = pd.concat([curves("bo", [[(1, 0.5), (2, 0.5)]]), curves("random", [[(1, 0.9)]])])
+    per_epoch, gap = curve_gap(this, other, np.arange(1, 3))
+    assert list(per_epoch.gap) == pytest.approx([-0.05, 0.2]) and list(per_epoch.solver) == ["bo", "bo"]
+    row = gap.set_index("solver").loc["bo"]
+    assert list(gap.solver) == ["bo"]   # only solvers both ran
+    assert (row.mean_abs_gap, row.max_abs_gap, row.final_gap) == pytest.approx((0.125, 0.2, 0.2))
+    assert (row.final_mean, row.final_std, row.other_final_mean) == pytest.approx((0.7, 0.1, 0.5))
+    assert row.inside_band == pytest.approx(0.5)   # .5 in [.4, .5] at epoch 1; not in [.6, .8] at epoch 2
+    assert (row.runs, row.other_runs, row.epochs_compared) == (2, 1, 2)
+
+
 # -- the studies' --quick runs, smaller still ----------------------------------------------------------
 
 def run_main(module, argv):
@@ -226,8 +245,14 @@ def test_fidelity_grid_then_compare_solvers_by_replay(tmp_path):
     assert list(summary.solver) == ["random", "tpe", "bohb"] and (summary.n == 2).all()
     # sub-studies in two processes (the default on this machine) give what one process gives
     run_main("compare_solvers", ["--quick", "--replay", str(grid), "--solvers", "random,tpe,bohb", "--repeats", "2",
-                                 "--workers", "1", "--out", str(tmp_path / "serial")])
+                                 "--workers", "1", "--out", str(tmp_path / "serial"), "--against", str(out)])
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "serial" / "curves.csv"), curves)
+    # --against: the same curves, so no gap anywhere, and every epoch inside the band
+    gap = pd.read_csv(tmp_path / "serial" / "against_summary.csv")
+    assert list(gap.solver) == ["random", "tpe", "bohb"] and gap.epochs_compared.between(19, 20).all()  # 1st trial
+    assert (gap.max_abs_gap == 0).all() and (gap.inside_band == 1).all() and (gap.runs == gap.other_runs).all()
+    assert len(pd.read_csv(tmp_path / "serial" / "against.csv")) == 3 * 20
+    assert "against" not in json.loads((tmp_path / "serial" / "experiment.json").read_text())
 
 
 def test_a_replayed_comparison_interrupted_by_ctrl_c_resumes_into_the_uninterrupted_one(recorded, tmp_path):
@@ -307,6 +332,7 @@ def test_variance_random_search_by_rejection(tmp_path):
     ("compare_solvers", ["--solvers", "random,bo", "--solver-option", "tpe:gamma=0.2"], "not in --solvers"),
     ("compare_solvers", ["--solvers", "bo", "--solver-option", "bo:init_point=2"], "valid choices: init_points"),
     ("compare_solvers", ["--solvers", "bo", "--solver-option", "init_points=2"], "SOLVER:NAME=VALUE"),
+    ("compare_solvers", ["--against", "/nonexistent"], "holds no curves.csv"),
     ("variance", ["--tune-solver", "tpe", "--solver-option", "n_startup=1"], "valid choices: n_startup_trials"),
     ("fidelity_grid", ["--epochs-list", "2,x"], "comma-separated"),
     ("fidelity_grid", ["--searcher", "dsnas"], "one hyperparameter"),
