@@ -15,7 +15,8 @@ uninterrupted one. With more trials at once, the order of tells follows the orde
 finish, which is timing: the journal replays the order of the run that was interrupted, and the rest
 follows the resumed run's timing, as any run's would.
 
-One JSON object per line, appended and fsynced before the caller goes on; a line torn by a kill
+One JSON object per line, with its wall-clock time `t` (seconds since the epoch: a study's timeline, when
+each trial was asked and told, e.g. benchmarks/overhead.py's idle slots; replay ignores it), appended and fsynced before the caller goes on; a line torn by a kill
 mid-write is the last one and is dropped on reading (its event is redone: an ask is asked again, and
 gives the same proposal; a tell's row is read from trials.csv).
 """
@@ -25,6 +26,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -84,13 +86,13 @@ class JournaledSolver:
             return self.pending.pop(0)
         p = self.solver.ask()
         if p is not None:
-            self.journal.append({"ask": _proposal_json(p)})
+            self.journal.append({"ask": _proposal_json(p), "t": time.time()})
             self.open.add(p.trial_id)
         return p
 
     def tell(self, obs: Observation) -> None:
         self.solver.tell(obs)
-        self.journal.append({"tell": obs.trial_id})
+        self.journal.append({"tell": obs.trial_id, "t": time.time()})
         self.open.discard(obs.trial_id)
 
     def __getattr__(self, name):   # everything else (budget, history, capabilities) is the solver's
