@@ -15,10 +15,11 @@ uninterrupted one. With more trials at once, the order of tells follows the orde
 finish, which is timing: the journal replays the order of the run that was interrupted, and the rest
 follows the resumed run's timing, as any run's would.
 
-One JSON object per line, with its wall-clock time `t` (seconds since the epoch: a study's timeline, when
-each trial was asked and told, e.g. benchmarks/overhead.py's idle slots; replay ignores it), appended and fsynced before the caller goes on; a line torn by a kill
+One JSON object per line, appended and fsynced before the caller goes on; a line torn by a kill
 mid-write is the last one and is dropped on reading (its event is redone: an ask is asked again, and
-gives the same proposal; a tell's row is read from trials.csv).
+gives the same proposal; a tell's row is read from trials.csv). Each ask and tell carries its
+wall-clock time `t` (seconds since the epoch): the study's timeline, when each trial was asked and
+told (benchmarks/overhead.py reads its idle slots from it); the replay ignores it.
 """
 from __future__ import annotations
 

@@ -88,7 +88,13 @@ def plan(args):
         path = Path(args.against) / "curves.csv"
         if not path.is_file():
             raise UsageError(f"--against {args.against} holds no curves.csv; give a compare_solvers.py --out folder")
-        against = pd.read_csv(path)
+        try:
+            against = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError):   # empty, or not a table (pandas' errors are ValueErrors)
+            against = pd.DataFrame()
+        if not {"solver", "repeat", "cum_epochs", "best_reward"} <= set(against.columns):
+            raise UsageError(f"--against {path} is not a compare_solvers.py curves.csv (it needs the columns "
+                             "solver, repeat, cum_epochs, best_reward)")
         common = [s for s in solvers if s in set(against["solver"])]
         if not common:
             raise UsageError(f"--against {args.against} ran none of --solvers {','.join(solvers)} "

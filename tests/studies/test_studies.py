@@ -351,6 +351,25 @@ def test_bad_input_is_refused_before_any_work(module, argv, message, tmp_path, c
     assert not out.exists()
 
 
+@pytest.mark.parametrize("curves, message", [
+    ("", "is not a compare_solvers.py curves.csv"),
+    ("a,b\n1,2\n", "is not a compare_solvers.py curves.csv"),
+    ("solver,repeat,cum_epochs,best_reward\ntpe,0,2,0.5\n", "ran none of --solvers random (it has: tpe)"),
+])
+def test_against_a_folder_without_this_runs_curves_is_refused_before_any_work(curves, message, tmp_path, capsys):
+    from _common import run_cli
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "curves.csv").write_text(curves)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda: __import__("compare_solvers").main(["--quick", "--runner", "local", "--solvers", "random",
+                                                           "--against", str(tmp_path / "other"), "--out", str(out)]))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_cli_error_exits_2_as_a_subprocess(tmp_path):
     p = subprocess.run([sys.executable, "studies/compare_solvers.py", "--quick", "--repeats", "0",
                         "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)
