@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formulations", default=None,
                    help=f"comma-separated: {', '.join(FORMULATIONS)}, or any registered searcher name")
     p.add_argument("--tune-trials", type=int, default=None, help="trials of each tuning study (default 6)")
-    p.add_argument("--tune-solver", default=None, help="solver of the tuning studies (default bo)")
+    p.add_argument("--tune-solver", default=None, help="solver of the tuning studies (default cbo)")
     add_solver_options(p, "--tune-solver")
     p.add_argument("--epochs", type=int, default=None, help="search epochs of every search (paper: 8)")
     p.add_argument("--repeats", type=int, default=None, help="searches at the tuned value (paper: 20)")
