@@ -3,6 +3,7 @@
     python studies/compare_solvers.py --target-ms 80                     # paper: 5 repeats x 400 epochs, real searches
     python studies/compare_solvers.py --replay results/cifar10-grid-s0 --repeats 20 --budget-epochs 64  # no search: minutes
     python studies/compare_solvers.py --quick --runner local
+    python studies/compare_solvers.py --replay results/cifar10-grid-s0 ... --against results/cifar10-compare-real
 
 Each solver runs --repeats times with seeds --seed, --seed+1, ... (solver and searches), each repeat a
 sub-study of --budget-epochs search epochs. Trials are real NAS searches (Ray or in-process), or, with
@@ -11,6 +12,7 @@ in log lambda, seed noise by drawing a recorded seed per trial), --workers sub-s
 reward so far vs spent epochs, per solver and repeat), all_trials.csv, kendall.csv (rank agreement of
 lambda at low vs full fidelity, from recorded trials with the same lambda at two fidelities) and a
 report: best reward so far, mean +- std per solver, and each solver's Pareto front of all its trials.
+--against DIR adds how far these curves are from another comparison's (against.csv, against_summary.csv).
 """
 from __future__ import annotations
 
