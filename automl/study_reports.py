@@ -22,8 +22,9 @@ def write_compare_report(path, curves, trials, kendall, summary, config, budget:
                          against: tuple | None = None):
     """Fig. 9 left: best reward so far vs spent epochs (mean +- std over repeats) per solver, and the
     Pareto front (accuracy vs cost) of all trials of each solver. `source`: where the trials came from
-    (real searches, or a replay and how it answers). `against`: (name, curves, gap summary) of another
-    comparison (e.g. real searches beside a replay), drawn dashed in each solver's colour."""
+    (real searches, or a replay and how it answers). `against`: (name, per-epoch table, gap summary) of
+    analysis.curve_gap against another comparison (e.g. real searches beside a replay); the other's mean
+    curves are drawn dashed in each solver's colour."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -38,8 +39,8 @@ def write_compare_report(path, curves, trials, kendall, summary, config, budget:
         color = COLORS[i % len(COLORS)]
         add_band(fig, b["epochs"], b["mean"], b["std"], name=solver, color=color, row=1, col=1)
         if against is not None and solver in set(against[1]["solver"]):
-            o = mean_spread(against[1][against[1]["solver"] == solver], "solver", "repeat", grid)
-            fig.add_trace(go.Scatter(x=o["epochs"], y=o["mean"], mode="lines", line_shape="hv",
+            o = against[1][against[1]["solver"] == solver]
+            fig.add_trace(go.Scatter(x=o["epochs"], y=o["other_mean"], mode="lines", line_shape="hv",
                                      name=f"{solver}: {against[0]}", line=dict(color=color, dash="dash")),
                           row=1, col=1)
         s = ok[ok["solver"] == solver]

@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         write_csv(gap, paths["against_summary"])
     paths["report"] = write_compare_report(out / "report.html", curves, trials, kendall, summary,
                                            first, args.budget_epochs, source,
-                                           against=None if gap is None else (args.against, against, gap))
+                                           against=None if gap is None else (args.against, per_epoch, gap))
 
     print("\nfinal best reward (Eq. 19) per solver, mean +- std over repeats:")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
