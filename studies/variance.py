@@ -135,7 +135,9 @@ def main(argv=None) -> int:
     from automl.variance import inter_runs, intra_runs, tuned_value
 
     plans, notes = plan(args)
-    out = prepare_experiment(args.out, spec_of(args), resume=args.resume)
+    # more repeats or formulations on --resume add searches; the finished ones are read back (so one
+    # experiment can also be run as several processes, each given some of the formulations)
+    out = prepare_experiment(args.out, spec_of(args), resume=args.resume, resumable=("repeats", "formulations"))
     for p in plans.values():
         if p["tune"] is not None:
             prepare_out(p["tune"], args.resume)

@@ -323,6 +323,16 @@ def test_variance_random_search_by_rejection(tmp_path):
     assert len(runs) == 2 and (runs.status == "ok").all()
     assert np.all(np.abs(runs.runtime_ms / 80.0 - 1) <= 0.05)   # within the rejection window
 
+    # --resume with another formulation and a third repeat: random's two searches are read back, not rerun
+    first = out / "random" / "repeat-00"
+    before = {f: f.stat().st_mtime_ns for f in first.rglob("*") if f.is_file()}
+    run_main("variance", ["--quick", "--formulations", "random,single-path-sigmoid", "--repeats", "3", "--epochs", "1",
+                          "--runner", "local", "--out", str(out), "--resume"])
+    again = pd.read_csv(out / "runs.csv")
+    assert sorted(again.groupby("formulation").size().items()) == [("random", 3), ("single-path-sigmoid", 3)]
+    assert again[again.formulation == "random"].head(2).equals(runs)
+    assert {f: f.stat().st_mtime_ns for f in first.rglob("*") if f.is_file()} == before
+
 
 # -- bad input: one line, exit 2, nothing written -------------------------------------------------------
 
