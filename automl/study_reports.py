@@ -106,8 +106,8 @@ def write_grid_report(path, df, best, kendall, config, name: str):
 
 
 def write_variance_report(path, runs, summary, config_like, notes: list[str]):
-    """Fig. 8: accuracy vs cost, mean ± std (inter-run; intra-run for softmax samples) per formulation,
-    every run faint behind, the target as a line."""
+    """Fig. 8: accuracy vs cost, mean ± std (inter-run; the repeats' ConvNets proxy-trained; intra-run for
+    softmax samples) per formulation, every run faint behind, the target as a line."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -118,19 +118,20 @@ def write_variance_report(path, runs, summary, config_like, notes: list[str]):
         summary["mflops_mean"], summary["mflops_std"] = summary["flops_mean"] / 1e6, summary["flops_std"] / 1e6
     fig = make_subplots(rows=1, cols=2, subplot_titles=("validation accuracy vs " + unit,
                                                         "test accuracy vs " + unit))
+    symbols = {"inter": "circle", "proxy": "square"}   # intra: diamond
     for i, ((form, kind), s) in enumerate(summary.groupby(["formulation", "kind"], sort=False)):
-        color = COLORS[i % len(COLORS)]
+        color, symbol = COLORS[i % len(COLORS)], symbols.get(kind, "diamond")
         name = f"{form} ({kind})"
         pts = ok[(ok["formulation"] == form) & (ok["kind"] == kind)]
         for col, acc in ((1, "val_acc"), (2, "test_acc")):
             fig.add_trace(go.Scatter(x=pts[cost], y=pts[acc], mode="markers", legendgroup=name, showlegend=False,
                                      marker=dict(color=rgba(color, 0.3), size=6,
-                                                 symbol="circle" if kind == "inter" else "diamond"),
+                                                 symbol=symbol),
                                      text=pts["arch"].map(lambda a: html.escape(str(a))[:200])), row=1, col=col)
             r = s.iloc[0]
             fig.add_trace(go.Scatter(x=[r[f"{cost}_mean"]], y=[r[f"{acc}_mean"]], mode="markers", name=name,
                                      legendgroup=name, showlegend=col == 1,
-                                     marker=dict(color=color, size=12, symbol="circle" if kind == "inter" else "diamond"),
+                                     marker=dict(color=color, size=12, symbol=symbol),
                                      error_x=dict(type="data", array=[np.nan_to_num(r[f"{cost}_std"])]),
                                      error_y=dict(type="data", array=[np.nan_to_num(r[f"{acc}_std"])])),
                           row=1, col=col)
@@ -139,9 +140,11 @@ def write_variance_report(path, runs, summary, config_like, notes: list[str]):
         fig.update_xaxes(title_text=unit, row=1, col=col)
     fig.update_yaxes(title_text="accuracy")
     fig.update_layout(height=600)
-    parts = ["<p>Mean ± standard deviation across repeated searches at each formulation's tuned value "
-             "(inter-run) and across architectures sampled from the best softmax search's distribution, each "
-             "trained briefly (intra-run). Single-Path NAS paper Fig. 8.</p>"]
+    parts = ["<p>Mean ± standard deviation across repeated searches at each formulation's tuned value: the "
+             "search's own accuracy (inter) and its ConvNet trained from scratch for a few epochs (proxy, the "
+             "accuracy every formulation is compared by); and across architectures sampled from the best "
+             "softmax search's distribution, each trained the same way (intra-run). Single-Path NAS paper "
+             "Fig. 8.</p>"]
     parts += [f"<p><i>{html.escape(n)}</i></p>" for n in notes]
     return write_page(path, f"Variance of NAS formulations toward {config_like.target_obj}",
                       parts + [fig, "<h2>Summary</h2>", table_html(summary),

@@ -3,6 +3,9 @@ folder so that --resume reads finished work back:
 
   tune/        the outer loop tunes the formulation's hyperparameter toward the target (Eq. 19);
   repeat-NN/   one search at the tuned value per seed (inter-run variance);
+  proxy/       each repeat's ConvNet trained from scratch for a few epochs: Fig. 8 compares "(proxy)
+               accuracy", and a search's own accuracy is not comparable across formulations (a
+               multi-path child inherits weights trained inside a weighted sum of every path);
   intra/       architectures sampled from the best repeat's softmax distribution, each trained briefly
                (intra-run variance; "we pick the Pareto optimal ConvNet out of the 20 ... and we train
                another 20 ConvNets sampled from the softmax distribution").
@@ -107,7 +110,6 @@ def intra_runs(name: str, *, inter: pd.DataFrame, fields: dict, out: Path, epoch
     best = ok.loc[ok["reward"].astype(float).idxmax()]
     d = Path(out) / "intra"
     d.mkdir(parents=True, exist_ok=True)
-    target = Target(value=fields["target"], metric=fields["target_metric"])
     archs, rows = None, []
     for i in range(n):
         path = d / f"sample-{i:02d}.json"
@@ -115,12 +117,40 @@ def intra_runs(name: str, *, inter: pd.DataFrame, fields: dict, out: Path, epoch
             rows.append(json.loads(path.read_text()))
             continue
         archs = archs or _distribution_samples(best, fields, epochs, n)
-        s, t0 = seed + i, time.perf_counter()
-        m = proxy_train(archs[i], cached_task(fields["data"], fields["data_limit"]), _settings(fields, proxy_epochs, s))
-        row = {"formulation": name, "kind": "intra", "index": i, "seed": s, "params": best["params"], "status": "ok",
-               "error": "", **{k: m[k] for k in ("val_acc", "test_acc", "runtime_ms", "flops", "arch")},
-               "reward": reward(m["val_acc"], target.measure(m["runtime_ms"], m["flops"]), target.value),  # Eq. 19
-               "wall_s": round(time.perf_counter() - t0, 3), "result_dir": ""}
-        write_json(path, row)
-        rows.append(row)
+        rows.append(_proxy_row(path, archs[i], name=name, kind="intra", index=i, seed=seed + i,
+                               params=best["params"], fields=fields, proxy_epochs=proxy_epochs))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def proxy_runs(name: str, *, inter: pd.DataFrame, fields: dict, out: Path, proxy_epochs: int,
+               resume: bool) -> pd.DataFrame:
+    """Train each successful repeat's ConvNet from scratch for `proxy_epochs` (with the repeat's seed):
+    the "(proxy) accuracy" Fig. 8 compares, the same training for every formulation."""
+    from searchers.spaces import parse_arch
+
+    d = Path(out) / "proxy"
+    rows = []
+    for _, r in inter[inter["status"] == "ok"].iterrows():
+        path = d / f"repeat-{int(r['index']):02d}.json"
+        if resume and path.exists():
+            rows.append(json.loads(path.read_text()))
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        arch = parse_arch(r["arch"].split(" ", 1)[0], r["arch"])   # a string form opens with its space
+        rows.append(_proxy_row(path, arch, name=name, kind="proxy", index=int(r["index"]),
+                               seed=int(r["seed"]), params=r["params"], fields=fields, proxy_epochs=proxy_epochs))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _proxy_row(path: Path, arch, *, name: str, kind: str, index: int, seed: int, params: str, fields: dict,
+               proxy_epochs: int) -> dict:
+    """Proxy-train `arch` with `seed`; its row (Eq. 19 reward at the experiment's target), saved to `path`."""
+    target = Target(value=fields["target"], metric=fields["target_metric"])
+    t0 = time.perf_counter()
+    m = proxy_train(arch, cached_task(fields["data"], fields["data_limit"]), _settings(fields, proxy_epochs, seed))
+    row = {"formulation": name, "kind": kind, "index": index, "seed": seed, "params": params, "status": "ok",
+           "error": "", **{k: m[k] for k in ("val_acc", "test_acc", "runtime_ms", "flops", "arch")},
+           "reward": reward(m["val_acc"], target.measure(m["runtime_ms"], m["flops"]), target.value),  # Eq. 19
+           "wall_s": round(time.perf_counter() - t0, 3), "result_dir": ""}
+    write_json(path, row)
+    return row

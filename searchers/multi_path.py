@@ -5,7 +5,10 @@ Same space and device profile as Single-Path NAS (Sec. III, Eq. 4: kernel {3, 5}
 x SE ratio {0, 0.25, 0.5}, or skip): every searchable layer holds one separate MBConv per candidate
 (12, plus skip where the layer is skippable), and its output is the weighted sum of all paths (Eq. 6)
 
-    o_i(x) = sum_j w_ij * o_ij(x),      w_i = sigmoid(alpha_i)  (default)  or  softmax(alpha_i).
+    o_i(x) = [x +] sum_j w_ij * conv_ij(x),      w_i = sigmoid(alpha_i)  (default)  or  softmax(alpha_i),
+
+where conv_ij is candidate j's convolutions and the layer's residual x (where it has one) enters once,
+as in Eq. 6 (skip: the residual alone; `MultiPathNet.mixed`).
 
 Bilevel, first order (Eq. 8): each training step first moves alpha on a batch of the architecture half
 of the training split (data.arch_split, as EnTranNAS App. B.1 and DARTS; the val split that scores
@@ -162,7 +165,21 @@ class MultiPathNet(CandidateNet):
         if self.frozen is not None:
             return self.run_path(x, self.frozen)
         w = self.path_weights()
-        return self.run(x, lambda i, cands, h: sum(w[i, k] * op(h) for k, op in enumerate(cands)))  # Eq. 6
+        return self.run(x, lambda i, cands, h: self.mixed(cands, w[i], h))
+
+    @staticmethod
+    def mixed(cands: nn.ModuleList, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Eq. 6: the weighted sum of the paths' convolutions, plus the layer's residual once. Each
+        candidate MBConv carries the residual itself (so a child is the chosen candidates in a row);
+        summing whole candidates would weight the input by sum_j w_ij (~6.5 at sigmoid's start, up to
+        ~12 later), multiplying it again at every residual layer, and the derived child, whose input
+        enters once, would be another network (measured: val 0.10 after a search at 0.94 on digits).
+        Skip is the residual alone: its path adds no convolution (and costs 0 in Eq. 10), as the 'zero'
+        candidate plus the block's shortcut of ProxylessNAS [17], the solver the paper's baseline follows."""
+        convs = [k for k, op in enumerate(cands) if isinstance(op, MBConv)]
+        if not cands[convs[0]].residual:   # first layer of a stage: no residual, and no skip candidate
+            return sum(w[k] * cands[k](h) for k in convs)
+        return h + sum(w[k] * cands[k].branch(h) for k in convs)
 
 
 class MultiPathNAS(Searcher):
@@ -172,8 +189,8 @@ class MultiPathNAS(Searcher):
     # lam log-uniform on [1e-5, 1]: single-path's upper end (the same Eq. 10 term on the same profile),
     # and five decades further down, because the multi-path supernet weighs every candidate (Eq. 6) and
     # the runtime term shrinks it much sooner. Measured on CIFAR-10 (10k images, width 0.25, 4 epochs,
-    # Pixel 1 table): lam 0.0025 -> 57.6 ms, 0.036 -> 37.9 ms, lam 0 -> 92.2 ms after the search epoch;
-    # single-path's [1e-3, 1] would put an 80 ms target out of the tuner's reach.
+    # Pixel 1 table; measured before Eq. 6 weighted the convolutions alone): lam 0.0025 -> 57.6 ms,
+    # 0.036 -> 37.9 ms, lam 0 -> 86.1 ms; single-path's [1e-3, 1] put an 80 ms target out of reach.
     tunable = {"lam": (1e-5, 1.0, True)}
 
     def __init__(self, params, task, settings):
@@ -227,9 +244,17 @@ class MultiPathNAS(Searcher):
         n_steps = steps_per_epoch(len(self.w_task.train[1]), bs)
         arch_iter = endless_batches(self.a_task, bs, self.generator) if search else None
         loss_m, ce_m, arch_m = Mean(), Mean(), Mean()
+        # The derived child is another network than the weighted sum it was trained in (its layers saw
+        # the sum of every path), so fine-tuning starts a schedule of its own (lr back to p.lr, cosine over
+        # the fine-tuning epochs); on the search's schedule it ran at the curve's tail and the child stayed
+        # at chance (measured on digits, 4 epochs, lam 0: val 0.94 in the search, 0.16 after fine-tuning on
+        # the search's schedule, 0.28 on its own: one short epoch does not retrain the child; --final-epochs does).
+        epochs = self.settings.epochs
+        n_fine = sum(self.phase(e) == "finetune" for e in range(epochs))
+        start, length = (epochs - n_fine, n_fine) if phase == "finetune" else (0, epochs)
         for step, (x, y) in enumerate(self.w_task.batches("train", bs, self.generator, augment=True,
                                                           drop_last=True)):
-            set_lr(self.opt, cosine_lr(p.lr, self.epoch, step, n_steps, self.settings.epochs))
+            set_lr(self.opt, cosine_lr(p.lr, self.epoch - start, step, n_steps, length))
             x = x.contiguous(memory_format=torch.channels_last)
             if search:  # alternate per step: alpha on the architecture half, then the weights on theirs
                 xa, ya = next(arch_iter)

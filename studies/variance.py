@@ -6,9 +6,10 @@
 
 For each formulation: tune its trade-off hyperparameter toward the target with the outer loop (a short
 study, --tune-trials; random search by rejection has nothing to tune), repeat the search --repeats
-times at the tuned value with other seeds (inter-run), and for softmax-based formulations train
---intra-samples architectures sampled from the best repeat's distribution for --proxy-epochs each
-(intra-run). Writes runs.csv, summary.csv (mean and standard deviation of accuracy and cost),
+times at the tuned value with other seeds (inter-run), train each repeat's ConvNet from scratch for
+--proxy-epochs (the "(proxy) accuracy" Fig. 8 compares: kind "proxy"), and for softmax-based
+formulations train --intra-samples architectures sampled from the best repeat's distribution for
+--proxy-epochs each (intra-run). Writes runs.csv, summary.csv (mean and standard deviation of accuracy and cost),
 tuned.csv and report.html (accuracy vs cost with error bars per formulation, the target line).
 """
 from __future__ import annotations
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="searches at the tuned value (paper: 20)")
     p.add_argument("--intra-samples", type=int, default=None,
                    help="architectures sampled from the best softmax search and trained (paper: 20; 0: none)")
-    p.add_argument("--proxy-epochs", type=int, default=None, help="training epochs of each sampled architecture")
+    p.add_argument("--proxy-epochs", type=int, default=None,
+                   help="training epochs of each repeat's ConvNet and each sampled architecture (paper: few)")
     add_run_flags(p)
     return p
 
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
     from automl.experiments import prepare_experiment, save_experiment
     from automl.study_reports import write_variance_report
     from automl.tuning import prepare_out
-    from automl.variance import inter_runs, intra_runs, tuned_value
+    from automl.variance import inter_runs, intra_runs, proxy_runs, tuned_value
 
     plans, notes = plan(args)
     # more repeats or formulations on --resume add searches; the finished ones are read back (so one
@@ -166,6 +168,12 @@ def main(argv=None) -> int:
         print(f"{name}: tuned {value or '(nothing to tune)'}; {len(inter)} repeats, "
               f"val acc {inter['val_acc'].astype(float).mean():.4f} ± {inter['val_acc'].astype(float).std():.4f}",
               flush=True)
+        proxy = proxy_runs(name, inter=inter, fields=p["fields"], out=out / name, proxy_epochs=args.proxy_epochs,
+                           resume=args.resume)
+        if len(proxy):
+            frames.append(proxy)
+            print(f"{name} proxy: {len(proxy)} repeats' ConvNets trained {args.proxy_epochs} epochs, val acc "
+                  f"{proxy['val_acc'].mean():.4f} ± {proxy['val_acc'].std():.4f}", flush=True)
         if p["softmax"] and args.intra_samples:
             intra = intra_runs(name, inter=inter, fields=p["fields"], out=out / name, epochs=args.epochs,
                                n=args.intra_samples, proxy_epochs=args.proxy_epochs, seed=args.seed,

@@ -229,8 +229,12 @@ class MBConv(nn.Module):
         if self.residual:
             zero_init_residual(self.project)
 
+    def branch(self, x):
+        """The layer's convolutions alone, without its residual (Eq. 6's conv(x, w) term)."""
+        return self.project(self.se(self.depthwise(self.expand(x))))
+
     def forward(self, x):
-        y = self.project(self.se(self.depthwise(self.expand(x))))
+        y = self.branch(x)
         return x + y if self.residual else y
 
 

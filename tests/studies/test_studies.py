@@ -307,10 +307,15 @@ def test_variance_quick(tmp_path):
                           "--proxy-epochs", "1", "--out", str(out)])
     runs = pd.read_csv(out / "runs.csv")
     assert {"formulation", "kind", "seed", "val_acc", "test_acc", "runtime_ms", "reward", "arch"} <= set(runs.columns)
-    assert sorted(runs.kind) == ["inter", "inter", "intra", "intra"] and list(runs[runs.kind == "inter"].seed) == [1, 2]
+    assert sorted(runs.kind) == ["inter", "inter", "intra", "intra", "proxy", "proxy"]
+    assert list(runs[runs.kind == "inter"].seed) == [1, 2]
+    # each repeat's ConvNet trained from scratch with the repeat's seed: same architecture and cost
+    inter, proxy = runs[runs.kind == "inter"], runs[runs.kind == "proxy"]
+    assert list(proxy.seed) == [1, 2] and list(proxy.arch) == list(inter.arch)
+    assert list(proxy.runtime_ms) == pytest.approx(list(inter.runtime_ms))
     summary = pd.read_csv(out / "summary.csv")
     assert {"val_acc_mean", "val_acc_std", "runtime_ms_mean", "runtime_ms_std"} <= set(summary.columns)
-    assert len(summary) == 2 and (out / "report.html").stat().st_size > 1_000_000
+    assert len(summary) == 3 and (out / "report.html").stat().st_size > 1_000_000
     assert pd.read_csv(out / "tuned.csv").tuned.str.contains("lam").all()
 
 
@@ -320,7 +325,7 @@ def test_variance_random_search_by_rejection(tmp_path):
     run_main("variance", ["--quick", "--formulations", "random", "--repeats", "2", "--epochs", "1",
                           "--runner", "local", "--out", str(out)])
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 2 and (runs.status == "ok").all()
+    assert sorted(runs.kind) == ["inter", "inter", "proxy", "proxy"] and (runs.status == "ok").all()
     assert np.all(np.abs(runs.runtime_ms / 80.0 - 1) <= 0.05)   # within the rejection window
 
     # --resume with another formulation and a third repeat: random's two searches are read back, not rerun
@@ -329,8 +334,11 @@ def test_variance_random_search_by_rejection(tmp_path):
     run_main("variance", ["--quick", "--formulations", "random,single-path-sigmoid", "--repeats", "3", "--epochs", "1",
                           "--runner", "local", "--out", str(out), "--resume"])
     again = pd.read_csv(out / "runs.csv")
-    assert sorted(again.groupby("formulation").size().items()) == [("random", 3), ("single-path-sigmoid", 3)]
-    assert again[again.formulation == "random"].head(2).equals(runs)
+    assert sorted(again.groupby(["formulation", "kind"]).size().items()) == [
+        (("random", "inter"), 3), (("random", "proxy"), 3), (("single-path-sigmoid", "inter"), 3),
+        (("single-path-sigmoid", "proxy"), 3)]
+    assert again[(again.formulation == "random") & (again.kind == "inter")].head(2).reset_index(drop=True).equals(
+        runs[runs.kind == "inter"].reset_index(drop=True))
     assert {f: f.stat().st_mtime_ns for f in first.rglob("*") if f.is_file()} == before
 
 
