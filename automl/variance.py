@@ -153,4 +153,6 @@ def _proxy_row(path: Path, arch, *, name: str, kind: str, index: int, seed: int,
            "reward": reward(m["val_acc"], target.measure(m["runtime_ms"], m["flops"]), target.value),  # Eq. 19
            "wall_s": round(time.perf_counter() - t0, 3), "result_dir": ""}
     write_json(path, row)
+    print(f"{name} {kind} {index:02d} (seed {seed}): trained {proxy_epochs} ep  {row['runtime_ms']:.2f} ms  "
+          f"val {row['val_acc']:.4f}  {row['wall_s']:.0f}s", flush=True)   # minutes each: show progress
     return row
