@@ -75,8 +75,10 @@ _dashboard_printed = False
 
 def run_substudy(config: StudyConfig, *, resume: bool, runner: str = "local", solver: Solver | None = None,
                  trial_fn: Callable | None = None, label: str | None = None, verbose: int = 0,
-                 on_row: Callable[[TrialRow], None] | None = None) -> TrialsTable:
-    """Run (or finish, or read back) one sub-study; returns its trials table.
+                 on_row: Callable[[TrialRow], None] | None = None,
+                 on_read_back: Callable[[list[TrialRow]], None] | None = None) -> TrialsTable:
+    """Run (or finish, or read back) one sub-study; returns its trials table. `on_row` is called with
+    each trial this call runs, `on_read_back` once with the trials --resume found recorded.
 
     `solver`: a solver instance (e.g. a GridSolver) instead of config.solver's; `label` replaces the
     solver name in the rows (StudyConfig only admits registered solvers). `trial_fn` is the local
@@ -86,13 +88,18 @@ def run_substudy(config: StudyConfig, *, resume: bool, runner: str = "local", so
     space = config.space()
     if resume and is_done(out):
         prepare_out(config, resume=True)   # the same study, or refuse
-        return TrialsTable(out / "trials.csv", space.names)
+        table = TrialsTable(out / "trials.csv", space.names)
+        if on_read_back is not None:
+            on_read_back(list(table.rows))
+        return table
     prepare_out(config, resume)
     solver = solver or make_solver(config.solver, space, budget_epochs=config.budget, seed=config.seed,
                                    **config.solver_options)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "study.json")
     table = TrialsTable(out / "trials.csv", space.names)
+    if on_read_back is not None:
+        on_read_back(list(table.rows))
     solver = resume_solver(solver, config, table)   # an interrupted sub-study goes on where it stopped
 
     def record(row: TrialRow):
@@ -153,16 +160,21 @@ def _substudy_job(job: tuple) -> tuple[object, TrialsTable]:
 
 
 def run_fixed(out: Path, *, searcher: str, searcher_params: dict, settings, data: str, data_limit: int | None,
-              target, seed: int, resume: bool, after: Callable | None = None) -> TrialsTable:
+              target, seed: int, resume: bool, after: Callable | None = None,
+              on_row: Callable[[TrialRow], None] | None = None,
+              on_read_back: Callable[[list[TrialRow]], None] | None = None) -> TrialsTable:
     """One search with fixed hyperparameters, in-process, recorded as a one-row study folder
     (trials.csv, fixed.json, trials/0000/). For searchers with nothing to tune, which StudyConfig
-    refuses (random search by rejection: its target window is its only knob)."""
+    refuses (random search by rejection: its target window is its only knob). `on_row` and
+    `on_read_back` as run_substudy's."""
     from searchers import get_searcher
     from .reward import reward
 
     out = Path(out)
     table = TrialsTable(out / "trials.csv", [])
     if resume and is_done(out):
+        if on_read_back is not None:
+            on_read_back(list(table.rows))
         return table
     cls = get_searcher(searcher)
     row = TrialRow(trial_id=0, solver="none", params={}, fidelity=settings.epochs, seed=seed, target=target.value)
@@ -189,4 +201,6 @@ def run_fixed(out: Path, *, searcher: str, searcher_params: dict, settings, data
     table.rows = []
     table.append(row)
     write_json(out / DONE, {"trials": 1})
+    if on_row is not None:
+        on_row(row)
     return table

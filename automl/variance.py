@@ -36,12 +36,14 @@ COLUMNS = ["formulation", "kind", "index", "seed", "params", "status", "error", 
 
 
 def tuned_value(tune: StudyConfig | None, *, resume: bool, runner: str,
-                on_row: Callable | None = None, verbose: int = 0) -> tuple[dict | None, float | None]:
+                on_row: Callable | None = None, on_read_back: Callable | None = None,
+                verbose: int = 0) -> tuple[dict | None, float | None]:
     """(best hyperparameters, their reward) of the tuning study; ({}, None) when there is nothing to
-    tune; (None, None) when no tuning trial succeeded."""
+    tune; (None, None) when no tuning trial succeeded. `on_row`, `on_read_back`: run_substudy's."""
     if tune is None:
         return {}, None
-    table = run_substudy(tune, resume=resume, runner=runner, on_row=on_row, verbose=verbose)
+    table = run_substudy(tune, resume=resume, runner=runner, on_row=on_row, on_read_back=on_read_back,
+                         verbose=verbose)
     # the value tune_lambda would deliver (finalize's choice: Eq. 19, ties by closeness to the target)
     best = table.best(tune.fidelity, tune.target, lambda r: tune.target_obj.measure(r.runtime_ms, r.flops))
     return (dict(best.params), best.reward) if best is not None else (None, None)
@@ -66,7 +68,7 @@ def repeat_config(fields: dict, out: Path, epochs: int, seed: int) -> StudyConfi
 
 def inter_runs(name: str, *, searcher: str, params: dict, value: dict, fields: dict, out: Path, epochs: int,
                seeds: list[int], resume: bool, runner: str, samples: int = 0,
-               on_row: Callable | None = None, verbose: int = 0) -> pd.DataFrame:
+               on_row: Callable | None = None, on_read_back: Callable | None = None, verbose: int = 0) -> pd.DataFrame:
     """One search per seed at the tuned `value` ({}: a searcher with nothing to tune, run in-process).
     With `samples`, each local search also saves that many architectures sampled from its distribution."""
     rows = []
@@ -76,14 +78,13 @@ def inter_runs(name: str, *, searcher: str, params: dict, value: dict, fields: d
             cfg = repeat_config(fields, d, epochs, seed)
             trial_fn = functools.partial(light_trial, after=sample_hook(samples)) if samples else None
             table = run_substudy(cfg, resume=resume, runner=runner, solver=GridSolver(cfg.space(), [(value, epochs)]),
-                                 label="repeat", trial_fn=trial_fn, on_row=on_row, verbose=verbose)
+                                 label="repeat", trial_fn=trial_fn, on_row=on_row, on_read_back=on_read_back,
+                                 verbose=verbose)
         else:
             target = Target(value=fields["target"], metric=fields["target_metric"])
             table = run_fixed(d, searcher=searcher, searcher_params=params, settings=_settings(fields, epochs, seed),
                               data=fields["data"], data_limit=fields["data_limit"], target=target, seed=seed,
-                              resume=resume)
-            if on_row is not None and table.rows:
-                on_row(table.rows[0])
+                              resume=resume, on_row=on_row, on_read_back=on_read_back)
         rows += [_row(name, "inter", r, row) for row in table.rows]
     return pd.DataFrame(rows, columns=COLUMNS)
 

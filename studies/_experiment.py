@@ -74,26 +74,41 @@ def check_ray(args) -> None:
 
 class EpochMeter:
     """An experiment's progress over all its sub-studies: search epochs spent of its total (the paper's
-    budget unit), elapsed and estimated remaining time, as tune_lambda's progress line (automl/live.py)."""
+    budget unit), elapsed and estimated remaining time, as tune_lambda's progress line (automl/live.py).
+    Epochs a resumed experiment reads back count as spent but not toward the pace: the estimate comes
+    from this session's searches alone."""
 
     def __init__(self, total_epochs: int):
-        self.total, self.spent, self.t0 = total_epochs, 0, time.perf_counter()
+        self.total, self.spent, self.read, self.t0 = total_epochs, 0, 0, time.perf_counter()
 
-    def add(self, epochs: int) -> str:
+    def add(self, epochs: int, *, read_back: bool = False) -> str:
         from automl.live import duration
 
         self.spent += epochs
-        elapsed = time.perf_counter() - self.t0
-        left = elapsed / self.spent * max(self.total - self.spent, 0) if self.spent else 0.0
-        return f"[{self.spent}/{self.total} epochs | {duration(elapsed)} elapsed, ~{duration(left)} left]"
+        self.read += epochs if read_back else 0
+        elapsed, searched = time.perf_counter() - self.t0, self.spent - self.read
+        left = f"~{duration(elapsed / searched * max(self.total - self.spent, 0))} left" if searched else "~? left"
+        return f"[{self.spent}/{self.total} epochs | {duration(elapsed)} elapsed, {left}]"
 
 
-def progress(prefix: str, meter: EpochMeter | None = None):
+class Progress:
     """A one-line print per finished trial, as tune_lambda prints it (automl/live.py), with the seed
-    (the repeats of an experiment differ by it) and, given the experiment's `meter`, its progress."""
-    from automl.live import format_row
+    (the repeats of an experiment differ by it) and, given the experiment's `meter`, its progress; and
+    one line per sub-study that --resume read back (`read_back`)."""
 
-    def show(row):
-        head = f"{meter.add(row.fidelity)} " if meter is not None else ""
-        print(f"{head}{prefix} (seed {row.seed}): {format_row(row)}", flush=True)
-    return show
+    def __init__(self, prefix: str, meter: EpochMeter | None = None):
+        self.prefix, self.meter = prefix, meter
+
+    def __call__(self, row) -> None:
+        from automl.live import format_row
+
+        head = f"{self.meter.add(row.fidelity)} " if self.meter is not None else ""
+        print(f"{head}{self.prefix} (seed {row.seed}): {format_row(row)}", flush=True)
+
+    def read_back(self, rows: list) -> None:
+        if not rows:
+            return
+        epochs = sum(r.fidelity for r in rows)
+        head = f"{self.meter.add(epochs, read_back=True)} " if self.meter is not None else ""
+        print(f"{head}{self.prefix} (seed {rows[0].seed}): {len(rows)} trials, {epochs} epochs read back",
+              flush=True)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from _common import add_common, parse_solver_options, run_cli
-from _experiment import EpochMeter, add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, \
+from _experiment import EpochMeter, Progress, add_run_flags, apply_preset, check_ray, parse_list, spec_of, \
     study_fields
 
 FULL = dict(solvers="random,bo,cbo,mfbo,bohb,tpe", repeats=5, budget_epochs=400, fidelity=8, min_fidelity=2)
@@ -150,8 +150,9 @@ def main(argv=None) -> int:
     else:   # repeat-major: an interrupted run has every solver at equal depth
         source = "real NAS searches"
         meter = EpochMeter(sum(cfg.budget for cfg in configs.values()))
-        results = ((key, run_substudy(configs[key], resume=args.resume, runner=args.runner,
-                                      on_row=progress(f"{key[0]} repeat {key[1]}", meter), verbose=int(args.verbose)))
+        shown = {key: Progress(f"{key[0]} repeat {key[1]}", meter) for key in configs}
+        results = ((key, run_substudy(configs[key], resume=args.resume, runner=args.runner, on_row=shown[key],
+                                      on_read_back=shown[key].read_back, verbose=int(args.verbose)))
                    for key in ((s, r) for r in range(args.repeats) for s in solvers))
     frames, t0 = {}, time.perf_counter()
     for (s, r), t in results:

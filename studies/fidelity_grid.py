@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 
 from _common import add_common, run_cli
-from _experiment import EpochMeter, add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, \
+from _experiment import EpochMeter, Progress, add_run_flags, apply_preset, check_ray, parse_list, spec_of, \
     study_fields
 
 FULL = dict(epochs_list="2,3,4,5,6,7,8", n_lams=5)   # the paper's fidelities: two to eight epochs
@@ -89,9 +89,10 @@ def main(argv=None) -> int:
 
     name = config.space().names[0]
     # StudyConfig admits registered solvers only: the grid's rows are labelled "grid" (study.json says random)
+    shown = Progress("grid", EpochMeter(sum(e for _, e in points)))
     table = run_substudy(config, resume=args.resume, runner=args.runner, label="grid",
-                         solver=GridSolver(config.space(), points, seed=args.seed), on_row=progress("grid", EpochMeter(sum(e for _, e in points))),
-                         verbose=int(args.verbose))
+                         solver=GridSolver(config.space(), points, seed=args.seed), on_row=shown,
+                         on_read_back=shown.read_back, verbose=int(args.verbose))
     df = table.frame().rename(columns={"fidelity": "epochs"})
     write_csv(df, out / "grid.csv")
     write_csv(epoch_table(out / "grid"), out / "epochs.csv")

@@ -18,7 +18,7 @@ import argparse
 import json
 
 from _common import add_common, add_solver_options, parse_kv, run_cli
-from _experiment import EpochMeter, add_run_flags, apply_preset, check_ray, parse_list, progress, spec_of, \
+from _experiment import EpochMeter, Progress, add_run_flags, apply_preset, check_ray, parse_list, spec_of, \
     study_fields
 
 # name -> (searcher, fixed hyperparameters, softmax-based: has an architecture distribution to sample)
@@ -153,8 +153,9 @@ def main(argv=None) -> int:
     meter = EpochMeter(sum((p["tune"].budget if p["tune"] is not None else 0) + len(seeds) * args.epochs
                            for p in plans.values()))
     for name, p in plans.items():
-        value, tune_reward = tuned_value(p["tune"], resume=args.resume, runner=args.runner,
-                                         on_row=progress(f"{name} tune", meter), verbose=int(args.verbose))
+        tune_progress, repeat_progress = Progress(f"{name} tune", meter), Progress(f"{name} repeat", meter)
+        value, tune_reward = tuned_value(p["tune"], resume=args.resume, runner=args.runner, on_row=tune_progress,
+                                         on_read_back=tune_progress.read_back, verbose=int(args.verbose))
         tuned.append({"formulation": name, "searcher": p["searcher"], "fixed": json.dumps(p["params"]),
                       "tuned": json.dumps(value), "tune_reward": tune_reward})
         if value is None:
@@ -162,8 +163,8 @@ def main(argv=None) -> int:
             continue
         inter = inter_runs(name, searcher=p["searcher"], params=p["params"], value=value, fields=p["fields"],
                            out=out / name, epochs=args.epochs, seeds=seeds, resume=args.resume, runner=args.runner,
-                           samples=args.intra_samples if p["softmax"] else 0, on_row=progress(f"{name} repeat", meter),
-                           verbose=int(args.verbose))
+                           samples=args.intra_samples if p["softmax"] else 0, on_row=repeat_progress,
+                           on_read_back=repeat_progress.read_back, verbose=int(args.verbose))
         frames.append(inter)
         print(f"{name}: tuned {value or '(nothing to tune)'}; {len(inter)} repeats, "
               f"val acc {inter['val_acc'].astype(float).mean():.4f} ± {inter['val_acc'].astype(float).std():.4f}",

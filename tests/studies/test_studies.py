@@ -215,7 +215,24 @@ def run_main(module, argv):
     assert mod.main(argv) == 0
 
 
-def test_fidelity_grid_then_compare_solvers_by_replay(tmp_path):
+def test_a_resumed_experiments_progress_counts_read_back_epochs_but_paces_by_new_ones(monkeypatch, capsys):
+    import _experiment
+
+    now = [0.0]
+    monkeypatch.setattr(_experiment.time, "perf_counter", lambda: now[0])
+    shown = _experiment.Progress("random repeat", _experiment.EpochMeter(40))
+    for seed in (1, 2, 3):   # three searches an interrupted run had finished, read back at once
+        shown.read_back([TrialRow(trial_id=0, solver="none", params={}, fidelity=4, seed=seed)])
+    now[0] = 600.0           # then this session's first search: 4 epochs in 10 minutes
+    shown(TrialRow(trial_id=0, solver="none", params={}, fidelity=4, seed=4, status="ok", val_acc=0.5,
+                   runtime_ms=80.0, reward=0.5, wall_s=600.0))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[4/40 epochs | 0s elapsed, ~? left] random repeat (seed 1): 1 trials, 4 epochs read back"
+    # 24 epochs left at this session's pace (4 epochs in 10 minutes), not at 16 epochs per 10 minutes
+    assert lines[3].startswith("[16/40 epochs | 10m00s elapsed, ~1h00m left] random repeat (seed 4): trial 0"), lines
+
+
+def test_fidelity_grid_then_compare_solvers_by_replay(tmp_path, capsys):
     grid = tmp_path / "grid"
     run_main("fidelity_grid", ["--quick", "--runner", "local", "--lams", "0.01,1", "--epochs-list", "1,2",
                                "--out", str(grid)])
@@ -226,10 +243,12 @@ def test_fidelity_grid_then_compare_solvers_by_replay(tmp_path):
     assert list(pd.read_csv(grid / "kendall.csv").columns[:4]) == ["low_fidelity", "full_fidelity", "n", "tau_reward"]
     assert (grid / "report.html").stat().st_size > 1_000_000   # plotly.js inlined
     before = (grid / "grid" / "trials.csv").read_text()
+    capsys.readouterr()
     t0 = time.perf_counter()
     run_main("fidelity_grid", ["--quick", "--runner", "local", "--lams", "0.01,1", "--epochs-list", "1,2",
                                "--out", str(grid), "--resume"])
     assert time.perf_counter() - t0 < 10 and (grid / "grid" / "trials.csv").read_text() == before  # read back
+    assert "[6/6 epochs | 0s elapsed, ~? left] grid (seed 0): 4 trials, 6 epochs read back" in capsys.readouterr().out
 
     out = tmp_path / "compare"
     run_main("compare_solvers", ["--quick", "--replay", str(grid), "--solvers", "random,tpe,bohb", "--repeats", "2",
