@@ -112,3 +112,12 @@ def curve_gap(curves: pd.DataFrame, other: pd.DataFrame, grid: np.ndarray) -> tu
                      "inside_band": inside.mean()})
     per_epoch = both[["solver", "epochs", "mean", "std", "runs", "other_mean", "other_std", "other_runs", "gap"]]
     return per_epoch, pd.DataFrame(rows, columns=cols)
+
+
+def best_per_epochs(grid: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The grid's best `name` by Eq. 19 at each search-epoch count (Fig. 9 right's stars)."""
+    cols = ["epochs", name, "reward", "val_acc", "runtime_ms"]
+    ok = grid[grid["status"] == "ok"]
+    if ok.empty:
+        return ok[cols]
+    return ok.loc[ok.groupby("epochs")["reward"].idxmax(), cols].reset_index(drop=True)

@@ -137,6 +137,12 @@ def run_substudies(jobs: dict, *, workers: int, **kw) -> Iterator[tuple[object, 
         for key, config in jobs.items():
             yield key, run_substudy(config, **kw)
         return
+    yield from in_processes(_substudy_job, [(key, config, kw) for key, config in jobs.items()], workers)
+
+
+def in_processes(fn: Callable, jobs: list, workers: int) -> Iterator:
+    """fn(job) for each job, `workers` at once in processes, yielding the results as each finishes. `fn`
+    must be a module-level function and jobs picklable."""
     import multiprocessing
 
     # spawn: the parent may hold torch's thread pools, which a forked child must not inherit. Ctrl-C (a
@@ -148,7 +154,7 @@ def run_substudies(jobs: dict, *, workers: int, **kw) -> Iterator[tuple[object, 
     finally:
         signal.signal(signal.SIGINT, parent)
     try:
-        yield from pool.imap_unordered(_substudy_job, [(key, config, kw) for key, config in jobs.items()])
+        yield from pool.imap_unordered(fn, jobs)
     finally:   # done, failed or interrupted
         pool.terminate()
         pool.join()

@@ -323,6 +323,7 @@ def table_html(df, digits: int = 4) -> str:
 
 
 # -- rebuilding a study's report from its tables: python -m automl.report DIR [--screenshot PNG] ------------
+# (an experiment's folder, with experiment.json: automl/study_reports.py rebuild_experiment_report)
 
 def rebuild_report(folder: str | Path) -> Path:
     """report.html of a study folder again, from what it recorded alone: study.json, trials.csv and, when
@@ -339,10 +340,12 @@ def rebuild_report(folder: str | Path) -> Path:
     folder = Path(folder)
     missing = [name for name in ("study.json", "trials.csv") if not (folder / name).is_file()]
     if missing:
-        raise UsageError(f"{folder} is not a study folder: no {' or '.join(missing)} "
-                         f"(studies/tune_lambda.py --out DIR writes them)")
+        raise UsageError(f"{folder} is not a study folder: no {' or '.join(missing)} (studies/tune_lambda.py --out "
+                         f"DIR writes them), nor an experiment's (no experiment.json: compare_solvers.py, "
+                         f"fidelity_grid.py and variance.py write one)")
     try:
-        config = StudyConfig.from_json(json.loads((folder / "study.json").read_text()))
+        # a recorded study: its data need not be on this machine, nor its cores
+        config = StudyConfig.from_json(json.loads((folder / "study.json").read_text()), check_environment=False)
     except (ValueError, TypeError) as err:   # UsageError too: a study.json its checks refuse
         raise UsageError(f"{folder}/study.json: cannot read the study ({str(err).splitlines()[0]})") from None
     table = TrialsTable(folder / "trials.csv", config.space().names)
@@ -358,9 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     from searchers.errors import UsageError
 
     p = argparse.ArgumentParser(prog="python -m automl.report",
-                                description="rebuild DIR/report.html from a study folder's tables; optionally a "
-                                            "PNG of its top with headless Chromium")
-    p.add_argument("dir", help="a study folder (study.json, trials.csv), e.g. runs/tune-lambda/latest")
+                                description="rebuild DIR/report.html from a study's or an experiment's tables; "
+                                            "optionally a PNG of its top with headless Chromium")
+    p.add_argument("dir", help="a study folder (study.json, trials.csv), e.g. runs/tune-lambda/latest, or an "
+                               "experiment's (experiment.json and its tables), e.g. results/cifar10-grid-s0")
     p.add_argument("--screenshot", metavar="PNG", help="also write a picture of the report's top here")
     p.add_argument("--window-size", default="1200,1600", metavar="W,H", help="screenshot size in pixels")
     args = p.parse_args(argv)
@@ -370,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
 
             width, height = window_size(args.window_size)
             find_chromium()
-        page = rebuild_report(args.dir)
+        if (Path(args.dir) / "experiment.json").is_file():
+            from .study_reports import rebuild_experiment_report
+            page = rebuild_experiment_report(args.dir)
+        else:
+            page = rebuild_report(args.dir)
         print(f"wrote {page}")
         if args.screenshot:
             print(f"wrote {screenshot(page, args.screenshot, width=width, height=height)}")

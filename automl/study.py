@@ -14,7 +14,7 @@ import math
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,8 +59,11 @@ class StudyConfig:
                                          # searchers/final.py); 0: deliver the search's child as is
     measure: bool = False                # time the delivered model.onnx here (searchers/cost/delivered.py) into
                                          # measured.json; off by default: timings vary with the machine's load
+    # False: a recorded study read back (a report rebuilt): its data and this machine's cores are not
+    # asked for, only what the config says is checked. Not a field: study.json does not hold it.
+    check_environment: InitVar[bool] = True
 
-    def __post_init__(self):
+    def __post_init__(self, check_environment: bool):
         check_choice("solver", self.solver, list_solvers())
         # names and types now; ranges when run_study builds the solver, still before Ray starts
         check_solver_options(self.solver, self.solver_options)
@@ -84,7 +87,7 @@ class StudyConfig:
         if self.gpus_per_trial > 0 and not self.device.startswith("cuda"):
             raise UsageError(f"gpus per trial ({self.gpus_per_trial:g}) needs --device cuda; valid with --device cpu: 0")
         cores = os.cpu_count() or 1
-        if self.address is None and self.cpus_per_trial > cores:
+        if check_environment and self.address is None and self.cpus_per_trial > cores:
             raise UsageError(f"cpus per trial ({self.cpus_per_trial:g}) exceeds this machine's {cores} CPUs; "
                              f"valid: up to {cores}, or join a larger cluster with --address")
         tunable = get_searcher(self.searcher).tunable
@@ -103,7 +106,8 @@ class StudyConfig:
                     raise UsageError(f"--range {name}={low:g}:{high:g} leaves {self.searcher}'s valid values: {e}") from None
         RunSettings(epochs=self.fidelity, seed=self.seed, device=self.device, batch_size=self.batch_size,
                     width=self.width, profile=self.profile)
-        _check_data(self.data, self.data_limit)   # a data spec that cannot make a task: refused now, not per trial
+        if check_environment:   # a data spec that cannot make a task: refused now, not per trial
+            _check_data(self.data, self.data_limit)
         # the searcher says what it can measure (a runtime model or FLOPs only); the study asks it
         cls.check_target(target_ms=self.target if self.target_metric == "runtime_ms" else None, profile=self.profile)
 
@@ -131,10 +135,10 @@ class StudyConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "StudyConfig":
+    def from_json(cls, d: dict[str, Any], *, check_environment: bool = True) -> "StudyConfig":
         d = dict(d)
         d["param_ranges"] = {k: tuple(v) for k, v in d.get("param_ranges", {}).items()}
-        return cls(**d)
+        return cls(**d, check_environment=check_environment)
 
     def save(self, path: Path) -> None:
         atomic_text(path, json.dumps(self.to_json(), indent=2))   # a kill mid-write keeps the old study.json

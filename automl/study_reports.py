@@ -4,18 +4,41 @@ studies write, so a report can be rebuilt from them."""
 from __future__ import annotations
 
 import html
+import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
-from .analysis import mean_spread
+from .analysis import best_per_epochs, mean_spread
 from .report import COLORS, add_band, heatmap, pareto_front, rgba, table_html, write_page
+from .reward import Target
 
 
 def _cost(df: pd.DataFrame, config) -> tuple[str, str]:
     """Column and unit of R in Eq. 19 (adds an mflops column)."""
     df["mflops"] = pd.to_numeric(df["flops"], errors="coerce") / 1e6
     return ("runtime_ms", "ms") if config.target_metric == "runtime_ms" else ("mflops", "MFLOPs")
+
+
+def compare_source(spec: dict, std: dict[str, float] | None = None) -> str:
+    """Where a comparison's trials came from, for its report: real searches, or a replay and how it
+    answers (experiment.json's replay flags; `std`: the replayed table's between-seed spread, when known)."""
+    if not spec.get("replay"):
+        return "real NAS searches"
+    if spec["replay_noise"] == "none":
+        noise = "none (the seed average: every repeat sees the same objective)"
+    elif std is None:   # a report rebuilt from the tables alone: the recorded table is not read
+        noise = "one recorded seed drawn per trial; where a single seed was recorded, a Gaussian draw with the " \
+                "between-seed std"
+    elif std:
+        noise = ("one recorded seed drawn per trial; where a single seed was recorded, a Gaussian draw with "
+                 "the between-seed std (" + ", ".join(f"{k} {v:.4g}" for k, v in std.items()) + ")")
+    else:
+        noise = "none to draw (no point was recorded with two seeds: every repeat sees the same objective)"
+    return (f"replayed from recorded trials ({', '.join(map(str, spec['replay']))}): a lambda not recorded is "
+            f"answered by {spec['replay_mode']}; seed noise: {noise}")
 
 
 def write_compare_report(path, curves, trials, kendall, summary, config, budget: int, source: str,
@@ -149,3 +172,47 @@ def write_variance_report(path, runs, summary, config_like, notes: list[str]):
     return write_page(path, f"Variance of NAS formulations toward {config_like.target_obj}",
                       parts + [fig, "<h2>Summary</h2>", table_html(summary),
                                "<h2>Runs</h2>", table_html(runs.drop(columns=["result_dir"], errors="ignore"))])
+
+
+# -- rebuilding an experiment's report from its tables: python -m automl.report DIR -----------------------
+
+def _table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:   # a table written with no rows and no columns
+        return pd.DataFrame()
+
+
+def rebuild_experiment_report(folder: str | Path) -> Path:
+    """report.html of an experiment folder (studies/compare_solvers.py, fidelity_grid.py, variance.py)
+    again, from its experiment.json and the tables it wrote alone: no search, solver, data or Ray. Which
+    experiment it was is told by its tables: runs.csv (variance), grid.csv (grid), curves.csv (compare)."""
+    from searchers.errors import UsageError
+
+    from .study import StudyConfig
+
+    folder = Path(folder)
+    spec = json.loads((folder / "experiment.json").read_text())
+    target = Target(value=spec["target_mflops"], metric="mflops") if spec.get("target_mflops") is not None \
+        else Target(value=spec.get("target_ms") or 80.0)   # the studies' default target (studies/_common.py)
+    view = SimpleNamespace(searcher=spec["searcher"], target=target.value, target_metric=target.metric,
+                           target_obj=target)
+    page = folder / "report.html"
+    if (folder / "runs.csv").is_file():
+        return write_variance_report(page, _table(folder / "runs.csv"), _table(folder / "summary.csv"), view, [])
+    if (folder / "grid.csv").is_file():
+        config = StudyConfig.from_json(json.loads((folder / "grid" / "study.json").read_text()),
+                                       check_environment=False)
+        name = config.space().names[0]
+        grid = _table(folder / "grid.csv")
+        return write_grid_report(page, grid, best_per_epochs(grid, name), _table(folder / "kendall.csv"), config, name)
+    if (folder / "curves.csv").is_file():
+        against = None
+        if (folder / "against.csv").is_file():   # --against is how a run was shown, not recorded: unnamed here
+            against = ("the comparison it was run against", _table(folder / "against.csv"),
+                       _table(folder / "against_summary.csv"))
+        return write_compare_report(page, _table(folder / "curves.csv"), _table(folder / "all_trials.csv"),
+                                    _table(folder / "kendall.csv"), _table(folder / "summary.csv"), view,
+                                    int(spec["budget_epochs"]), compare_source(spec), against=against)
+    raise UsageError(f"{folder} holds no experiment's tables (runs.csv, grid.csv or curves.csv): nothing to "
+                     "rebuild; was the experiment finished?")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,7 +24,7 @@ import torch
 
 from searchers import RunSettings
 
-from .experiments import light_trial, run_fixed, run_substudy
+from .experiments import in_processes, is_done, light_trial, run_fixed, run_substudy
 from .proxy import load_samples, proxy_train, sample_hook
 from .results import write_json
 from .reward import Target, reward
@@ -67,26 +68,55 @@ def repeat_config(fields: dict, out: Path, epochs: int, seed: int) -> StudyConfi
 
 
 def inter_runs(name: str, *, searcher: str, params: dict, value: dict, fields: dict, out: Path, epochs: int,
-               seeds: list[int], resume: bool, runner: str, samples: int = 0,
+               seeds: list[int], resume: bool, runner: str, samples: int = 0, workers: int = 1,
                on_row: Callable | None = None, on_read_back: Callable | None = None, verbose: int = 0) -> pd.DataFrame:
     """One search per seed at the tuned `value` ({}: a searcher with nothing to tune, run in-process).
-    With `samples`, each local search also saves that many architectures sampled from its distribution."""
-    rows = []
-    for r, seed in enumerate(seeds):
-        d = Path(out) / f"repeat-{r:02d}"
-        if value:
-            cfg = repeat_config(fields, d, epochs, seed)
-            trial_fn = functools.partial(light_trial, after=sample_hook(samples)) if samples else None
-            table = run_substudy(cfg, resume=resume, runner=runner, solver=GridSolver(cfg.space(), [(value, epochs)]),
-                                 label="repeat", trial_fn=trial_fn, on_row=on_row, on_read_back=on_read_back,
-                                 verbose=verbose)
-        else:
-            target = Target(value=fields["target"], metric=fields["target_metric"])
-            table = run_fixed(d, searcher=searcher, searcher_params=params, settings=_settings(fields, epochs, seed),
-                              data=fields["data"], data_limit=fields["data_limit"], target=target, seed=seed,
-                              resume=resume, on_row=on_row, on_read_back=on_read_back)
-        rows += [_row(name, "inter", r, row) for row in table.rows]
+    With `samples`, each local search also saves that many architectures sampled from its distribution.
+    `workers` searches at once, in processes of the local runner, each with its share of the cores: each
+    search is what it would be alone (its seed, its folder), shown by `on_row` as it finishes."""
+    jobs = [dict(searcher=searcher, params=params, value=value, fields=fields, out=Path(out) / f"repeat-{r:02d}",
+                 epochs=epochs, seed=seed, resume=resume, runner=runner, samples=samples, verbose=verbose)
+            for r, seed in enumerate(seeds)]
+    tables = {}
+    if workers <= 1:
+        for r, job in enumerate(jobs):
+            tables[r] = _repeat(**job, on_row=on_row, on_read_back=on_read_back)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        for r, read_back, table in in_processes(_repeat_job, [(r, job, threads) for r, job in enumerate(jobs)],
+                                                workers):
+            if read_back and on_read_back is not None:
+                on_read_back(list(table.rows))
+            elif not read_back and on_row is not None:
+                for row in table.rows:
+                    on_row(row)
+            tables[r] = table
+    rows = [_row(name, "inter", r, row) for r in sorted(tables) for row in tables[r].rows]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _repeat(*, searcher: str, params: dict, value: dict, fields: dict, out: Path, epochs: int, seed: int,
+            resume: bool, runner: str, samples: int, verbose: int, on_row: Callable | None = None,
+            on_read_back: Callable | None = None):
+    """One repeated search (a one-trial sub-study, or a fixed run for a searcher with nothing to tune)."""
+    if value:
+        cfg = repeat_config(fields, out, epochs, seed)
+        trial_fn = functools.partial(light_trial, after=sample_hook(samples)) if samples else None
+        return run_substudy(cfg, resume=resume, runner=runner, solver=GridSolver(cfg.space(), [(value, epochs)]),
+                            label="repeat", trial_fn=trial_fn, on_row=on_row, on_read_back=on_read_back,
+                            verbose=verbose)
+    target = Target(value=fields["target"], metric=fields["target_metric"])
+    return run_fixed(out, searcher=searcher, searcher_params=params, settings=_settings(fields, epochs, seed),
+                     data=fields["data"], data_limit=fields["data_limit"], target=target, seed=seed,
+                     resume=resume, on_row=on_row, on_read_back=on_read_back)
+
+
+def _repeat_job(job: tuple):
+    """In a worker process: (index, read back rather than run, its table)."""
+    r, kw, threads = job
+    torch.set_num_threads(threads)   # the default, every core, would oversubscribe the machine `workers` times
+    read_back = kw["resume"] and is_done(kw["out"])
+    return r, read_back, _repeat(**kw)
 
 
 def _distribution_samples(best: pd.Series, fields: dict, epochs: int, n: int) -> list:

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     from automl.results import write_csv
     from automl.experiments import prepare_experiment, run_substudies, run_substudy, save_experiment
     from automl.runners.replay import replay_trial_fn
-    from automl.study_reports import write_compare_report
+    from automl.study_reports import compare_source, write_compare_report
     from automl.tuning import prepare_out
 
     solvers, configs, table, against = plan(args)
@@ -133,22 +133,13 @@ def main(argv=None) -> int:
 
     first = configs[solvers[0], 0]
     if table is not None:   # replay: no searches, each sub-study is its solver's computation alone
-        std = table.seed_std(first)
-        if args.replay_noise == "none":
-            noise = "none (the seed average: every repeat sees the same objective)"
-        elif std:
-            noise = ("one recorded seed drawn per trial; where a single seed was recorded, a Gaussian draw with "
-                     "the between-seed std (" + ", ".join(f"{k} {v:.4g}" for k, v in std.items()) + ")")
-        else:
-            noise = "none to draw (no point was recorded with two seeds: every repeat sees the same objective)"
-        source = (f"replayed from recorded trials ({', '.join(map(str, args.replay))}): a lambda not recorded is "
-                  f"answered by {args.replay_mode}; seed noise: {noise}")
+        source = compare_source(spec, table.seed_std(first))
         print(source, flush=True)
         jobs = {(s, r): configs[s, r] for r in range(args.repeats) for s in solvers}
         results = run_substudies(jobs, workers=args.workers or os.cpu_count() or 1, resume=args.resume,
                                  runner="local", trial_fn=replay_trial_fn(table, args.replay_mode, args.replay_noise))
     else:   # repeat-major: an interrupted run has every solver at equal depth
-        source = "real NAS searches"
+        source = compare_source(spec)
         meter = EpochMeter(sum(cfg.budget for cfg in configs.values()))
         shown = {key: Progress(f"{key[0]} repeat {key[1]}", meter) for key in configs}
         results = ((key, run_substudy(configs[key], resume=args.resume, runner=args.runner, on_row=shown[key],

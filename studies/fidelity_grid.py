@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     apply_preset(args, FULL, QUICK)
     from pathlib import Path
 
-    from automl.analysis import fidelity_rank_correlation
+    from automl.analysis import best_per_epochs, fidelity_rank_correlation
     from automl.results import write_csv
     from automl.experiments import prepare_experiment, run_substudy, save_experiment
     from automl.runners.replay import epoch_table
@@ -109,14 +109,6 @@ def main(argv=None) -> int:
                  "kendall": out / "kendall.csv", "report": report}.items():
         print(f"{k:>8}: {v}")
     return 0
-
-
-def best_per_epochs(df, name: str):
-    ok = df[df["status"] == "ok"]
-    if ok.empty:
-        return ok[["epochs", name, "reward", "val_acc", "runtime_ms"]]
-    idx = ok.groupby("epochs")["reward"].idxmax()
-    return ok.loc[idx, ["epochs", name, "reward", "val_acc", "runtime_ms"]].reset_index(drop=True)
 
 
 if __name__ == "__main__":

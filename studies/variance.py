@@ -9,8 +9,9 @@ study, --tune-trials; random search by rejection has nothing to tune), repeat th
 times at the tuned value with other seeds (inter-run), train each repeat's ConvNet from scratch for
 --proxy-epochs (the "(proxy) accuracy" Fig. 8 compares: kind "proxy"), and for softmax-based
 formulations train --intra-samples architectures sampled from the best repeat's distribution for
---proxy-epochs each (intra-run). Writes runs.csv, summary.csv (mean and standard deviation of accuracy and cost),
-tuned.csv and report.html (accuracy vs cost with error bars per formulation, the target line).
+--proxy-epochs each (intra-run). --workers runs that many repeats at once (local runner). Writes
+runs.csv, summary.csv (mean and standard deviation of accuracy and cost), tuned.csv and report.html
+(accuracy vs cost with error bars per formulation, the target line).
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architectures sampled from the best softmax search and trained (paper: 20; 0: none)")
     p.add_argument("--proxy-epochs", type=int, default=None,
                    help="training epochs of each repeat's ConvNet and each sampled architecture (paper: few)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="repeated searches of a formulation at once, in processes sharing the cores (--runner "
+                        "local; default 1)")
     add_run_flags(p)
     return p
 
@@ -98,6 +102,9 @@ def plan(args):
         raise UsageError("variance compares --formulations; --searcher does not apply")
     if min(args.tune_trials, args.repeats, args.epochs, args.proxy_epochs) < 1 or args.intra_samples < 0:
         raise UsageError("--tune-trials, --repeats, --epochs and --proxy-epochs must be >= 1, --intra-samples >= 0")
+    if args.workers < 1 or (args.workers > 1 and args.runner != "local"):
+        raise UsageError(f"--workers must be >= 1, and above 1 needs --runner local (got {args.workers} with "
+                         f"--runner {args.runner})")
     check_choice("tune solver", args.tune_solver, list_solvers())
     chosen, notes = resolve(args)
     plans = {}
@@ -163,7 +170,8 @@ def main(argv=None) -> int:
             continue
         inter = inter_runs(name, searcher=p["searcher"], params=p["params"], value=value, fields=p["fields"],
                            out=out / name, epochs=args.epochs, seeds=seeds, resume=args.resume, runner=args.runner,
-                           samples=args.intra_samples if p["softmax"] else 0, on_row=repeat_progress,
+                           samples=args.intra_samples if p["softmax"] else 0, workers=args.workers,
+                           on_row=repeat_progress,
                            on_read_back=repeat_progress.read_back, verbose=int(args.verbose))
         frames.append(inter)
         print(f"{name}: tuned {value or '(nothing to tune)'}; {len(inter)} repeats, "

@@ -104,10 +104,20 @@ def test_report_renders_in_headless_chromium_without_javascript_errors(study, tm
 
 
 def test_report_is_rebuilt_from_the_tables_alone(study, tmp_path, capsys):
+    import os
+
     from automl.report import main
+    from searchers.errors import UsageError
 
     config, table = study
-    config.save(tmp_path / "study.json")
+    # recorded elsewhere: on a larger machine, from data this one does not have (a study that runs here
+    # is still refused for both)
+    recorded = {**config.to_json(), "data": str(tmp_path / "gone"), "cpus_per_trial": (os.cpu_count() or 1) + 1.0}
+    (tmp_path / "study.json").write_text(json.dumps(recorded))
+    with pytest.raises(UsageError, match="exceeds this machine's"):
+        StudyConfig.from_json(recorded)
+    with pytest.raises(UsageError, match="does not exist"):
+        StudyConfig.from_json({**recorded, "cpus_per_trial": 1.0})
     (tmp_path / "best").mkdir()
     (tmp_path / "best" / "measured.json").write_text(json.dumps({"lines": ["measured  best/model.onnx at 32x32 ..."]}))
     assert main([str(tmp_path)]) == 0 and capsys.readouterr().out == f"wrote {tmp_path / 'report.html'}\n"
@@ -120,6 +130,7 @@ def test_report_is_rebuilt_from_the_tables_alone(study, tmp_path, capsys):
     (["--window-size", "12x16"], "window size must be W,H in pixels"),
     (["--window-size", "50,50"], "at least 100,100"),
     ([], "is not a study folder: no study.json or trials.csv"),
+    ([], "nor an experiment's (no experiment.json"),
 ])
 def test_report_command_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):
     from automl.report import main

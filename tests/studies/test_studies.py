@@ -272,6 +272,29 @@ def test_fidelity_grid_then_compare_solvers_by_replay(tmp_path, capsys):
     assert (gap.max_abs_gap == 0).all() and (gap.inside_band == 1).all() and (gap.runs == gap.other_runs).all()
     assert len(pd.read_csv(tmp_path / "serial" / "against.csv")) == 3 * 20
     assert "against" not in json.loads((tmp_path / "serial" / "experiment.json").read_text())
+    # each experiment's report again from its tables alone: the same figures
+    for folder in (grid, out, tmp_path / "serial"):
+        assert_report_rebuilt(folder)
+
+
+def assert_report_rebuilt(folder: Path) -> None:
+    """`python -m automl.report DIR` rewrites an experiment's report.html from experiment.json and its tables,
+    with the figures the study drew (the against curves' label aside: --against is not recorded)."""
+    from automl.report import main as report
+
+    def figures(page: Path) -> list:   # each plotly figure's traces and layout, as the page embeds them
+        t, dec, out = page.read_text(), json.JSONDecoder(), []
+        for m in re.finditer(r'Plotly\.newPlot\(\s*"[^"]+",\s*', t):
+            traces, end = dec.raw_decode(t, m.end())
+            for trace in traces:   # "bo: <the --against folder>", rebuilt as "bo: the comparison it was run against"
+                trace["name"] = trace.get("name", "").split(": ")[0]
+            out.append((traces, dec.raw_decode(t, t.index("{", end))[0]))
+        return out
+
+    drawn = figures(folder / "report.html")
+    (folder / "report.html").unlink()
+    assert report([str(folder)]) == 0
+    assert figures(folder / "report.html") == drawn and drawn
 
 
 def test_a_replayed_comparison_interrupted_by_ctrl_c_resumes_into_the_uninterrupted_one(recorded, tmp_path):
@@ -319,7 +342,7 @@ def test_compare_solvers_with_real_searches(tmp_path, capsys):
     assert len(pd.read_csv(out / "curves.csv")) == 2
 
 
-def test_variance_quick(tmp_path):
+def test_variance_quick(tmp_path, capsys):
     out = tmp_path / "variance"
     run_main("variance", ["--quick", "--runner", "local", "--formulations", "single-path-softmax",
                           "--tune-trials", "1", "--repeats", "2", "--epochs", "1", "--intra-samples", "2",
@@ -336,6 +359,20 @@ def test_variance_quick(tmp_path):
     assert {"val_acc_mean", "val_acc_std", "runtime_ms_mean", "runtime_ms_std"} <= set(summary.columns)
     assert len(summary) == 3 and (out / "report.html").stat().st_size > 1_000_000
     assert pd.read_csv(out / "tuned.csv").tuned.str.contains("lam").all()
+    assert_report_rebuilt(out)
+
+    # a third repeat on --resume, two at once in processes: the two recorded ones are read back, not rerun
+    capsys.readouterr()
+    run_main("variance", ["--quick", "--runner", "local", "--formulations", "single-path-softmax",
+                          "--tune-trials", "1", "--repeats", "3", "--epochs", "1", "--intra-samples", "2",
+                          "--proxy-epochs", "1", "--workers", "2", "--out", str(out), "--resume"])
+    shown = capsys.readouterr().out
+    assert "single-path-softmax repeat (seed 1): 1 trials, 1 epochs read back" in shown, shown
+    assert "single-path-softmax repeat (seed 3): trial 0 " in shown, shown
+    again = pd.read_csv(out / "runs.csv")
+    assert list(again[again.kind == "inter"].seed) == [1, 2, 3] and (again.status == "ok").all()
+    pd.testing.assert_frame_equal(again[again.kind == "inter"].head(2), inter)
+    assert (out / "single-path-softmax" / "repeat-02" / "trials" / "0000" / "result.json").exists()
 
 
 @pytest.mark.slow
@@ -375,6 +412,8 @@ def test_variance_random_search_by_rejection(tmp_path):
     ("fidelity_grid", ["--searcher", "dsnas"], "one hyperparameter"),
     ("variance", ["--formulations", "single-path-sigmoid,nope"], "unknown formulation"),
     ("variance", ["--repeats", "0"], ">= 1"),
+    ("variance", ["--workers", "0"], "--workers must be >= 1"),
+    ("variance", ["--workers", "2", "--runner", "ray"], "above 1 needs --runner local"),
 ])
 def test_bad_input_is_refused_before_any_work(module, argv, message, tmp_path, capsys):
     from _common import run_cli
