@@ -73,7 +73,7 @@ def inter_runs(name: str, *, searcher: str, params: dict, value: dict, fields: d
     """One search per seed at the tuned `value` ({}: a searcher with nothing to tune, run in-process).
     With `samples`, each local search also saves that many architectures sampled from its distribution.
     `workers` searches at once, in processes of the local runner, each with its share of the cores: each
-    search is what it would be alone (its seed, its folder), shown by `on_row` as it finishes."""
+    keeps its seed and folder (float rounding follows the thread count), shown by `on_row` as it finishes."""
     jobs = [dict(searcher=searcher, params=params, value=value, fields=fields, out=Path(out) / f"repeat-{r:02d}",
                  epochs=epochs, seed=seed, resume=resume, runner=runner, samples=samples, verbose=verbose)
             for r, seed in enumerate(seeds)]
