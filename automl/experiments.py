@@ -23,7 +23,7 @@ from .results import TrialsTable, write_json
 from .runners.local import run_local
 from .solvers import Solver, make_solver
 from .solvers.base import Proposal
-from .study import StudyConfig, TrialRow, cached_task, run_trial
+from .study import StudyConfig, TrialRow, cached_task, load_checkpoint, run_trial, save_checkpoint
 from .tuning import prepare_out
 
 EXPERIMENT, DONE = "experiment.json", "done.json"
@@ -184,11 +184,15 @@ def run_fixed(out: Path, *, searcher: str, searcher_params: dict, settings, data
         return table
     cls = get_searcher(searcher)
     row = TrialRow(trial_id=0, solver="none", params={}, fidelity=settings.epochs, seed=seed, target=target.value)
+    # the searcher's state after every epoch, as run_trial keeps a trial's: a killed run continues there
+    checkpoint = out / "checkpoints" / "0000.pt"
+    key = {"searcher": searcher, "params": searcher_params, "settings": dataclasses.asdict(settings)}
     t0 = time.perf_counter()
     try:
         task = cached_task(data, data_limit)
         s = cls(cls.make_params(**searcher_params), task, settings)
-        result = s.run()
+        load_checkpoint(checkpoint, key, s)
+        result = s.run(lambda m: save_checkpoint(checkpoint, key, s))
         row.val_n, row.val_correct = len(task.val[1]), result.val_correct
         row.val_acc, row.test_acc, row.runtime_ms, row.flops, row.arch = (
             result.val_acc, result.test_acc, result.runtime_ms, result.flops, result.arch)
@@ -199,6 +203,7 @@ def run_fixed(out: Path, *, searcher: str, searcher_params: dict, settings, data
             after(s, Path(row.result_dir))
     except Exception as e:   # recorded like a failed trial; the experiment goes on
         row.status, row.error = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    checkpoint.unlink(missing_ok=True)
     row.wall_s = round(time.perf_counter() - t0, 3)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "fixed.json", {"searcher": searcher, "searcher_params": searcher_params,

@@ -218,7 +218,7 @@ def _checkpoint_key(config: StudyConfig, proposal: Proposal) -> dict:
             "seed": config.seed}
 
 
-def _load_checkpoint(path: Path, key: dict, searcher) -> None:
+def load_checkpoint(path: Path, key: dict, searcher) -> None:
     """Continue `searcher` from its last epoch when `path` holds this very trial's state (a trial that
     was running when its study or its worker died); otherwise it starts at epoch 0."""
     import torch
@@ -229,7 +229,7 @@ def _load_checkpoint(path: Path, key: dict, searcher) -> None:
             searcher.load_state_dict(saved["state"])
 
 
-def _save_checkpoint(path: Path, key: dict, searcher) -> None:
+def save_checkpoint(path: Path, key: dict, searcher) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,14 +252,14 @@ def run_trial(config: StudyConfig, proposal: Proposal, *, result_dir: Path | Non
 
     def epoch_done(m):
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, key, searcher)
+            save_checkpoint(checkpoint, key, searcher)
         if on_epoch is not None:
             on_epoch(m)
 
     try:
         searcher = searcher or make_searcher(config, proposal)
         if checkpoint is not None:
-            _load_checkpoint(checkpoint, key, searcher)
+            load_checkpoint(checkpoint, key, searcher)
         result = searcher.run(epoch_done)
         row.val_acc, row.test_acc = result.val_acc, result.test_acc
         row.val_n, row.val_correct = len(searcher.task.val[1]), result.val_correct

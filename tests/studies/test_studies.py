@@ -375,6 +375,45 @@ def test_variance_quick(tmp_path, capsys):
     assert (out / "single-path-softmax" / "repeat-02" / "trials" / "0000" / "result.json").exists()
 
 
+def test_a_fixed_search_killed_after_an_epoch_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    """Random search by rejection (run_fixed: nothing to tune) keeps its state after every epoch, as a
+    trial does: a run killed after epoch 1 continues there and ends as the uninterrupted run."""
+    import automl.experiments as experiments
+    from automl.reward import Target
+    from searchers import RunSettings
+
+    def run(out):
+        settings = RunSettings(epochs=2, seed=1, batch_size=32, width=0.25, target_ms=80.0)
+        return experiments.run_fixed(out, searcher="random", searcher_params={"n_samples": 2}, settings=settings,
+                                     data="digits", data_limit=96, target=Target(value=80.0), seed=1,
+                                     resume=True).rows[0]
+
+    whole = run(tmp_path / "whole")
+    save = experiments.save_checkpoint
+
+    def killed_after_epoch_1(path, key, searcher):
+        save(path, key, searcher)
+        raise KeyboardInterrupt   # not a failure: the process dies here, its checkpoint stays
+
+    monkeypatch.setattr(experiments, "save_checkpoint", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed")
+    assert (tmp_path / "killed" / "checkpoints" / "0000.pt").exists()
+    monkeypatch.setattr(experiments, "save_checkpoint", save)
+    epochs, load = [], experiments.load_checkpoint
+
+    def loaded(path, key, searcher):   # the epoch the resumed search starts from
+        load(path, key, searcher)
+        epochs.append(searcher.epoch)
+
+    monkeypatch.setattr(experiments, "load_checkpoint", loaded)
+    resumed = run(tmp_path / "killed")
+    assert epochs == [1]   # continued after epoch 1, not from the start
+    assert (resumed.status, resumed.arch, resumed.val_acc, resumed.runtime_ms) == \
+        (whole.status, whole.arch, whole.val_acc, whole.runtime_ms) and resumed.status == "ok"
+    assert not (tmp_path / "killed" / "checkpoints" / "0000.pt").exists()
+
+
 @pytest.mark.slow
 def test_variance_random_search_by_rejection(tmp_path):
     out = tmp_path / "variance"
