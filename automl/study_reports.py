@@ -192,10 +192,15 @@ def rebuild_experiment_report(folder: str | Path) -> Path:
     from .study import StudyConfig
 
     folder = Path(folder)
-    spec = json.loads((folder / "experiment.json").read_text())
-    target = Target(value=spec["target_mflops"], metric="mflops") if spec.get("target_mflops") is not None \
-        else Target(value=spec.get("target_ms") or 80.0)   # the studies' default target (studies/_common.py)
-    view = SimpleNamespace(searcher=spec["searcher"], target=target.value, target_metric=target.metric,
+    try:
+        spec = json.loads((folder / "experiment.json").read_text())
+        target = Target(value=spec["target_mflops"], metric="mflops") if spec.get("target_mflops") is not None \
+            else Target(value=spec.get("target_ms") or 80.0)   # the studies' default target (studies/_common.py)
+        searcher = spec["searcher"]
+    except (ValueError, TypeError, KeyError, AttributeError) as err:   # UsageError too: a target it refuses
+        raise UsageError(f"{folder}/experiment.json: not an experiment this tool wrote ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    view = SimpleNamespace(searcher=searcher, target=target.value, target_metric=target.metric,
                            target_obj=target)
     page = folder / "report.html"
     if (folder / "runs.csv").is_file():

@@ -143,6 +143,17 @@ def test_report_command_bad_input_is_one_line_exit_2(args, message, tmp_path, ca
     assert list(folder.iterdir()) == [] and not (tmp_path / "r.png").exists()
 
 
+@pytest.mark.parametrize("spec", ["{not json", "[]", '{"target_ms": -1, "searcher": "single-path"}'])
+def test_a_corrupt_experiment_json_is_one_line_exit_2(spec, tmp_path, capsys):
+    from automl.report import main
+
+    (tmp_path / "experiment.json").write_text(spec)
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "experiment.json: not an experiment this tool wrote" in err[0], err
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_screenshot_without_chromium_is_one_line(study, tmp_path, capsys, monkeypatch):
     from automl import browser
     from automl.report import main
