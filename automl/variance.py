@@ -24,7 +24,7 @@ import torch
 
 from searchers import RunSettings
 
-from .experiments import in_processes, is_done, light_trial, run_fixed, run_substudy
+from .experiments import in_processes, light_trial, run_fixed, run_substudy
 from .proxy import load_samples, proxy_train, sample_hook
 from .results import write_json
 from .reward import Target, reward
@@ -83,12 +83,12 @@ def inter_runs(name: str, *, searcher: str, params: dict, value: dict, fields: d
             tables[r] = _repeat(**job, on_row=on_row, on_read_back=on_read_back)
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        for r, read_back, table in in_processes(_repeat_job, [(r, job, threads) for r, job in enumerate(jobs)],
-                                                workers):
-            if read_back and on_read_back is not None:
-                on_read_back(list(table.rows))
-            elif not read_back and on_row is not None:
-                for row in table.rows:
+        for r, n_read, table in in_processes(_repeat_job, [(r, job, threads) for r, job in enumerate(jobs)],
+                                             workers):
+            if n_read and on_read_back is not None:
+                on_read_back(table.rows[:n_read])
+            if on_row is not None:
+                for row in table.rows[n_read:]:
                     on_row(row)
             tables[r] = table
     rows = [_row(name, "inter", r, row) for r in sorted(tables) for row in tables[r].rows]
@@ -112,11 +112,12 @@ def _repeat(*, searcher: str, params: dict, value: dict, fields: dict, out: Path
 
 
 def _repeat_job(job: tuple):
-    """In a worker process: (index, read back rather than run, its table)."""
+    """In a worker process: (index, how many of its table's rows --resume read back, its table)."""
     r, kw, threads = job
     torch.set_num_threads(threads)   # the default, every core, would oversubscribe the machine `workers` times
-    read_back = kw["resume"] and is_done(kw["out"])
-    return r, read_back, _repeat(**kw)
+    read = []   # the sub-study says what it read back, as it does to on_read_back in one process
+    table = _repeat(**kw, on_read_back=read.extend)
+    return r, len(read), table
 
 
 def _distribution_samples(best: pd.Series, fields: dict, epochs: int, n: int) -> list:
