@@ -29,14 +29,12 @@ def compare_source(spec: dict, std: dict[str, float] | None = None) -> str:
         return "real NAS searches"
     if spec["replay_noise"] == "none":
         noise = "none (the seed average: every repeat sees the same objective)"
-    elif std is None:   # a report rebuilt from the tables alone: the recorded table is not read
-        noise = "one recorded seed drawn per trial; where a single seed was recorded, a Gaussian draw with the " \
-                "between-seed std"
-    elif std:
-        noise = ("one recorded seed drawn per trial; where a single seed was recorded, a Gaussian draw with "
-                 "the between-seed std (" + ", ".join(f"{k} {v:.4g}" for k, v in std.items()) + ")")
-    else:
+    elif std == {}:
         noise = "none to draw (no point was recorded with two seeds: every repeat sees the same objective)"
+    else:   # std None: a report rebuilt from the tables alone, which does not read the recorded table
+        values = "" if std is None else " (" + ", ".join(f"{k} {v:.4g}" for k, v in std.items()) + ")"
+        noise = "one recorded seed drawn per trial; where a single seed was recorded, a Gaussian draw with the " \
+                f"between-seed std{values}"
     return (f"replayed from recorded trials ({', '.join(map(str, spec['replay']))}): a lambda not recorded is "
             f"answered by {spec['replay_mode']}; seed noise: {noise}")
 
