@@ -85,6 +85,45 @@ def spread(df: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
     return out.reset_index()
 
 
+def against_reference(runs: pd.DataFrame, cols: list[str], reference_kind: dict[str, str] | None = None
+                      ) -> pd.DataFrame:
+    """Each formulation's runs against the first formulation's (the reference), per kind and column: the
+    difference of means with Welch's t-test p-value, and the ratio of standard deviations with the
+    Brown-Forsythe test's p-value (Levene's test about the median, robust to the few, skewed runs a
+    variance study has). Fig. 8 asks both: is one formulation better, and does it vary less? With 10
+    runs a side, a std ratio must be about 2 before the test tells it from chance, so a ratio near 1
+    with a large p says "not shown", not "equal". `reference_kind` maps a kind to the reference's kind it
+    is compared with where the reference has none of its own (intra-run samples against proxy-trained
+    repeats: both ConvNets trained the same epochs from scratch)."""
+    from scipy.stats import levene, ttest_ind
+
+    out_cols = ["formulation", "kind", "reference", "reference_kind", "column", "n", "reference_n",
+                "mean_diff", "p_mean", "std_ratio", "p_std"]
+    ok = runs[runs["status"] == "ok"]
+    if ok.empty:
+        return pd.DataFrame(columns=out_cols)
+    order = list(dict.fromkeys(ok["formulation"]))
+    ref = order[0]
+    ref_kinds = set(ok.loc[ok["formulation"] == ref, "kind"])
+    rows = []
+    for (form, kind), d in ok.groupby(["formulation", "kind"], sort=False):
+        rk = kind if kind in ref_kinds else (reference_kind or {}).get(kind)
+        if form == ref or rk not in ref_kinds:
+            continue
+        r = ok[(ok["formulation"] == ref) & (ok["kind"] == rk)]
+        for c in cols:
+            a, b = pd.to_numeric(d[c], errors="coerce").dropna(), pd.to_numeric(r[c], errors="coerce").dropna()
+            row = {"formulation": form, "kind": kind, "reference": ref, "reference_kind": rk, "column": c,
+                   "n": len(a), "reference_n": len(b), "mean_diff": a.mean() - b.mean(), "p_mean": np.nan,
+                   "std_ratio": a.std(ddof=1) / b.std(ddof=1) if len(b) > 1 and b.std(ddof=1) > 0 else np.nan,
+                   "p_std": np.nan}
+            if len(a) > 1 and len(b) > 1 and (a.std() > 0 or b.std() > 0):
+                row["p_mean"] = float(ttest_ind(a, b, equal_var=False).pvalue)
+                row["p_std"] = float(levene(a, b, center="median").pvalue)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=out_cols)
+
+
 def curve_gap(curves: pd.DataFrame, other: pd.DataFrame, grid: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """How far one comparison's best-so-far curves are from another's (e.g. a replay's from real
     searches'), per solver both ran, at `grid` epochs. Returns the per-epoch table (each side's mean and

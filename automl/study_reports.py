@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from .analysis import best_per_epochs, mean_spread
+from .analysis import against_reference, best_per_epochs, mean_spread
 from .report import COLORS, add_band, heatmap, pareto_front, rgba, table_html, write_page
 from .reward import Target
 
@@ -126,6 +126,12 @@ def write_grid_report(path, df, best, kendall, config, name: str):
         "<h2>Grid</h2>", table_html(df.drop(columns=["result_dir"]))])
 
 
+def versus_reference(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every formulation against the experiment's first (Fig. 8: better, and less varied?); intra-run
+    samples against the first's proxy-trained repeats (both ConvNets trained alike from scratch)."""
+    return against_reference(runs, ["test_acc", "val_acc", "runtime_ms", "flops"], {"intra": "proxy"})
+
+
 def write_variance_report(path, runs, summary, config_like, notes: list[str]):
     """Fig. 8: accuracy vs cost, mean ± std (inter-run; the repeats' ConvNets proxy-trained; intra-run for
     softmax samples) per formulation, every run faint behind, the target as a line."""
@@ -168,8 +174,19 @@ def write_variance_report(path, runs, summary, config_like, notes: list[str]):
              "Fig. 8.</p>"]
     parts += [f"<p><i>{html.escape(n)}</i></p>" for n in notes]
     return write_page(path, f"Variance of NAS formulations toward {config_like.target_obj}",
-                      parts + [fig, "<h2>Summary</h2>", table_html(summary),
+                      parts + [fig, "<h2>Summary</h2>", table_html(summary), *_versus_html(runs),
                                "<h2>Runs</h2>", table_html(runs.drop(columns=["result_dir"], errors="ignore"))])
+
+
+def _versus_html(runs) -> list[str]:
+    versus = versus_reference(runs)
+    if versus.empty:
+        return []
+    return [f"<h2>Against {html.escape(str(versus['reference'].iloc[0]))}</h2>",
+            "<p>Difference of means (this minus the reference) with Welch's t-test p-value, and ratio of "
+            "standard deviations (this over the reference) with the Brown-Forsythe test's p-value. With ten "
+            "runs a side, a ratio must be about 2 before the test tells it from chance: a large p means "
+            "not shown, not equal.</p>", table_html(versus, 4)]
 
 
 # -- rebuilding an experiment's report from its tables: python -m automl.report DIR -----------------------

@@ -10,8 +10,9 @@ times at the tuned value with other seeds (inter-run), train each repeat's ConvN
 --proxy-epochs (the "(proxy) accuracy" Fig. 8 compares: kind "proxy"), and for softmax-based
 formulations train --intra-samples architectures sampled from the best repeat's distribution for
 --proxy-epochs each (intra-run). --workers runs that many repeats at once (local runner). Writes
-runs.csv, summary.csv (mean and standard deviation of accuracy and cost), tuned.csv and report.html
-(accuracy vs cost with error bars per formulation, the target line).
+runs.csv, summary.csv (mean and standard deviation of accuracy and cost), versus.csv (each formulation
+against the first: difference of means and ratio of standard deviations, with p-values), tuned.csv and
+report.html (accuracy vs cost with error bars per formulation, the target line).
 """
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
     from automl.analysis import spread
     from automl.results import write_csv
     from automl.experiments import prepare_experiment, save_experiment
-    from automl.study_reports import write_variance_report
+    from automl.study_reports import versus_reference, write_variance_report
     from automl.tuning import prepare_out
     from automl.variance import inter_runs, intra_runs, proxy_runs, tuned_value
 
@@ -195,13 +196,20 @@ def main(argv=None) -> int:
     runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     summary = spread(runs, ["formulation", "kind"], ["val_acc", "test_acc", "runtime_ms", "flops", "reward"]) \
         if len(runs) else pd.DataFrame()
-    paths = {"runs": out / "runs.csv", "summary": out / "summary.csv", "tuned": out / "tuned.csv"}
+    versus = versus_reference(runs) if len(runs) else pd.DataFrame()
+    paths = {"runs": out / "runs.csv", "summary": out / "summary.csv", "versus": out / "versus.csv",
+             "tuned": out / "tuned.csv"}
     write_csv(runs, paths["runs"])
     write_csv(summary, paths["summary"])
+    write_csv(versus, paths["versus"])
     write_csv(pd.DataFrame(tuned), paths["tuned"])
     if len(runs):
         paths["report"] = write_variance_report(out / "report.html", runs, summary, _target(plans), notes)
     print("\n" + (summary.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(summary) else "no runs"))
+    if len(versus):
+        print("\nagainst " + versus["reference"].iloc[0] + " (difference of means, Welch p; ratio of stds, "
+              "Brown-Forsythe p):\n" + versus.drop(columns=["reference"]).to_string(
+                  index=False, float_format=lambda v: f"{v:.4g}"))
     for k, v in paths.items():
         print(f"{k:>8}: {v}")
     return 0

@@ -141,6 +141,8 @@ def test_variance_quick(tmp_path, capsys):
     assert {"val_acc_mean", "val_acc_std", "runtime_ms_mean", "runtime_ms_std"} <= set(summary.columns)
     assert len(summary) == 3 and (out / "report.html").stat().st_size > 1_000_000
     assert pd.read_csv(out / "tuned.csv").tuned.str.contains("lam").all()
+    versus = pd.read_csv(out / "versus.csv")   # one formulation: nothing to set against the first
+    assert versus.empty and {"mean_diff", "p_mean", "std_ratio", "p_std"} <= set(versus.columns)
     assert_report_rebuilt(out)
 
     # a third repeat on --resume, two at once in processes: the two recorded ones are read back, not rerun
