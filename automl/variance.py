@@ -133,45 +133,67 @@ def _distribution_samples(best: pd.Series, fields: dict, epochs: int, n: int) ->
 
 
 def intra_runs(name: str, *, inter: pd.DataFrame, fields: dict, out: Path, epochs: int, n: int,
-               proxy_epochs: int, seed: int, resume: bool) -> pd.DataFrame:
+               proxy_epochs: int, seed: int, resume: bool, workers: int = 1) -> pd.DataFrame:
     """Train `n` architectures sampled from the best repeat's distribution (Eq. 19 picks the best:
-    a Pareto-optimal point of accuracy vs cost) for `proxy_epochs` each, seeds seed, seed+1, ..."""
+    a Pareto-optimal point of accuracy vs cost) for `proxy_epochs` each, seeds seed, seed+1, ...,
+    `workers` at once."""
     ok = inter[inter["status"] == "ok"]
     if ok.empty or n == 0:
         return pd.DataFrame(columns=COLUMNS)
     best = ok.loc[ok["reward"].astype(float).idxmax()]
     d = Path(out) / "intra"
     d.mkdir(parents=True, exist_ok=True)
-    archs, rows = None, []
+    archs, done, pending = None, {}, {}
     for i in range(n):
         path = d / f"sample-{i:02d}.json"
         if resume and path.exists():
-            rows.append(json.loads(path.read_text()))
+            done[i] = json.loads(path.read_text())
             continue
         archs = archs or _distribution_samples(best, fields, epochs, n)
-        rows.append(_proxy_row(path, archs[i], name=name, kind="intra", index=i, seed=seed + i,
-                               params=best["params"], fields=fields, proxy_epochs=proxy_epochs))
-    return pd.DataFrame(rows, columns=COLUMNS)
+        pending[i] = dict(path=path, arch=archs[i], name=name, kind="intra", index=i, seed=seed + i,
+                          params=best["params"], fields=fields, proxy_epochs=proxy_epochs)
+    return pd.DataFrame(_train(done, pending, workers), columns=COLUMNS)
 
 
 def proxy_runs(name: str, *, inter: pd.DataFrame, fields: dict, out: Path, proxy_epochs: int,
-               resume: bool) -> pd.DataFrame:
-    """Train each successful repeat's ConvNet from scratch for `proxy_epochs` (with the repeat's seed):
-    the "(proxy) accuracy" Fig. 8 compares, the same training for every formulation."""
+               resume: bool, workers: int = 1) -> pd.DataFrame:
+    """Train each successful repeat's ConvNet from scratch for `proxy_epochs` (with the repeat's seed),
+    `workers` at once: the "(proxy) accuracy" Fig. 8 compares, the same training for every formulation."""
     from searchers.spaces import parse_arch
 
     d = Path(out) / "proxy"
-    rows = []
-    for _, r in inter[inter["status"] == "ok"].iterrows():
+    done, pending = {}, {}
+    for i, (_, r) in enumerate(inter[inter["status"] == "ok"].iterrows()):
         path = d / f"repeat-{int(r['index']):02d}.json"
         if resume and path.exists():
-            rows.append(json.loads(path.read_text()))
+            done[i] = json.loads(path.read_text())
             continue
         d.mkdir(parents=True, exist_ok=True)
         arch = parse_arch(r["arch"].split(" ", 1)[0], r["arch"])   # a string form opens with its space
-        rows.append(_proxy_row(path, arch, name=name, kind="proxy", index=int(r["index"]),
-                               seed=int(r["seed"]), params=r["params"], fields=fields, proxy_epochs=proxy_epochs))
-    return pd.DataFrame(rows, columns=COLUMNS)
+        pending[i] = dict(path=path, arch=arch, name=name, kind="proxy", index=int(r["index"]),
+                          seed=int(r["seed"]), params=r["params"], fields=fields, proxy_epochs=proxy_epochs)
+    return pd.DataFrame(_train(done, pending, workers), columns=COLUMNS)
+
+
+def _train(done: dict[int, dict], pending: dict[int, dict], workers: int) -> list[dict]:
+    """The rows read back (`done`) and those of the `pending` trainings (_proxy_row's arguments), in
+    position order. Pending ones train in this process, or `workers` at once in processes with an equal
+    share of the cores; each keeps its seed, so a ConvNet is the same either way (up to float rounding
+    under another thread count)."""
+    if workers <= 1 or len(pending) <= 1:
+        trained = {i: _proxy_row(**kw) for i, kw in pending.items()}
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        trained = dict(in_processes(_proxy_job, [(i, kw, threads) for i, kw in pending.items()], workers))
+    rows = {**done, **trained}
+    return [rows[i] for i in sorted(rows)]
+
+
+def _proxy_job(job: tuple) -> tuple[int, dict]:
+    """In a worker process: (position, the trained ConvNet's row)."""
+    i, kw, threads = job
+    torch.set_num_threads(threads)   # as _repeat_job: the default, every core, would oversubscribe
+    return i, _proxy_row(**kw)
 
 
 def _proxy_row(path: Path, arch, *, name: str, kind: str, index: int, seed: int, params: str, fields: dict,

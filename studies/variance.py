@@ -9,7 +9,8 @@ study, --tune-trials; random search by rejection has nothing to tune), repeat th
 times at the tuned value with other seeds (inter-run), train each repeat's ConvNet from scratch for
 --proxy-epochs (the "(proxy) accuracy" Fig. 8 compares: kind "proxy"), and for softmax-based
 formulations train --intra-samples architectures sampled from the best repeat's distribution for
---proxy-epochs each (intra-run). --workers runs that many repeats at once (local runner). Writes
+--proxy-epochs each (intra-run). --workers runs that many repeats, and then that many ConvNet
+trainings, at once (local runner). Writes
 runs.csv, summary.csv (mean and standard deviation of accuracy and cost), versus.csv (each formulation
 against the first: difference of means and ratio of standard deviations, with p-values), tuned.csv and
 report.html (accuracy vs cost with error bars per formulation, the target line).
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-epochs", type=int, default=None,
                    help="training epochs of each repeat's ConvNet and each sampled architecture (paper: few)")
     p.add_argument("--workers", type=int, default=1,
-                   help="repeated searches of a formulation at once, in processes sharing the cores (--runner "
-                        "local; default 1)")
+                   help="repeated searches of a formulation at once, then its proxy and intra-run trainings, in "
+                        "processes sharing the cores (--runner local; default 1)")
     add_run_flags(p)
     return p
 
@@ -179,7 +180,7 @@ def main(argv=None) -> int:
               f"val acc {inter['val_acc'].astype(float).mean():.4f} ± {inter['val_acc'].astype(float).std():.4f}",
               flush=True)
         proxy = proxy_runs(name, inter=inter, fields=p["fields"], out=out / name, proxy_epochs=args.proxy_epochs,
-                           resume=args.resume)
+                           resume=args.resume, workers=args.workers)
         if len(proxy):
             frames.append(proxy)
             print(f"{name} proxy: {len(proxy)} repeats' ConvNets trained {args.proxy_epochs} epochs, val acc "
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
         if p["softmax"] and args.intra_samples:
             intra = intra_runs(name, inter=inter, fields=p["fields"], out=out / name, epochs=args.epochs,
                                n=args.intra_samples, proxy_epochs=args.proxy_epochs, seed=args.seed,
-                               resume=args.resume)
+                               resume=args.resume, workers=args.workers)
             if len(intra):
                 frames.append(intra)
                 print(f"{name} intra-run: {len(intra)} samples, val acc {intra['val_acc'].mean():.4f} "

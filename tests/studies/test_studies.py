@@ -145,18 +145,23 @@ def test_variance_quick(tmp_path, capsys):
     assert versus.empty and {"mean_diff", "p_mean", "std_ratio", "p_std"} <= set(versus.columns)
     assert_report_rebuilt(out)
 
-    # a third repeat on --resume, two at once in processes: the two recorded ones are read back, not rerun
+    # two more repeats on --resume, two at once in processes, then their ConvNets two at once: the
+    # recorded ones are read back, not rerun
     capsys.readouterr()
     run_main("variance", ["--quick", "--runner", "local", "--formulations", "single-path-softmax",
-                          "--tune-trials", "1", "--repeats", "3", "--epochs", "1", "--intra-samples", "2",
+                          "--tune-trials", "1", "--repeats", "4", "--epochs", "1", "--intra-samples", "2",
                           "--proxy-epochs", "1", "--workers", "2", "--out", str(out), "--resume"])
     shown = capsys.readouterr().out
     assert "single-path-softmax repeat (seed 1): 1 trials, 1 epochs read back" in shown, shown
     assert "single-path-softmax repeat (seed 3): trial 0 " in shown, shown
     again = pd.read_csv(out / "runs.csv")
-    assert list(again[again.kind == "inter"].seed) == [1, 2, 3] and (again.status == "ok").all()
+    assert (again.status == "ok").all() and list(again.kind).count("intra") == 2
+    assert list(again[again.kind == "inter"].seed) == [1, 2, 3, 4] == list(again[again.kind == "proxy"].seed)
+    assert list(again[again.kind == "proxy"].arch) == list(again[again.kind == "inter"].arch)
     pd.testing.assert_frame_equal(again[again.kind == "inter"].head(2), inter)
-    assert (out / "single-path-softmax" / "repeat-02" / "trials" / "0000" / "result.json").exists()
+    pd.testing.assert_frame_equal(again[again.kind == "proxy"].head(2).reset_index(drop=True),
+                                  proxy.reset_index(drop=True))
+    assert (out / "single-path-softmax" / "repeat-03" / "trials" / "0000" / "result.json").exists()
 
 
 def test_a_fixed_search_killed_after_an_epoch_continues_from_its_checkpoint(tmp_path, monkeypatch):
