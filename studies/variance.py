@@ -10,10 +10,10 @@ times at the tuned value with other seeds (inter-run), train each repeat's ConvN
 --proxy-epochs (the "(proxy) accuracy" Fig. 8 compares: kind "proxy"), and for softmax-based
 formulations train --intra-samples architectures sampled from the best repeat's distribution for
 --proxy-epochs each (intra-run). --workers runs that many repeats, and then that many ConvNet
-trainings, at once (local runner). Writes
-runs.csv, summary.csv (mean and standard deviation of accuracy and cost), versus.csv (each formulation
-against the first: difference of means and ratio of standard deviations, with p-values), tuned.csv and
-report.html (accuracy vs cost with error bars per formulation, the target line).
+trainings, at once (local runner). Writes runs.csv, summary.csv (mean and standard deviation of
+accuracy and cost), versus.csv (each formulation against the first: difference of means and ratio of
+standard deviations, with p-values), tuned.csv and report.html (accuracy vs cost with error bars per
+formulation, the target line).
 """
 from __future__ import annotations
 
