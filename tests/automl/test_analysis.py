@@ -41,3 +41,12 @@ def test_each_formulation_against_the_first_mean_difference_and_spread_ratio():
 def test_nothing_to_compare_is_an_empty_table():
     assert against_reference(runs_of("sigmoid", "proxy", [0.4, 0.5]), ["test_acc"]).empty
     assert against_reference(runs_of("sigmoid", "proxy", [0.4]).assign(status="failed"), ["test_acc"]).empty
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_constant_side_is_compared_without_a_warning():
+    """Every run at one cost (a window only one architecture fits) is a sample of spread zero."""
+    runs = pd.concat([runs_of("sigmoid", "proxy", [0.38, 0.40, 0.42, 0.39, 0.41]),
+                      runs_of("random", "proxy", [0.40] * 5)], ignore_index=True)
+    row = against_reference(runs, ["test_acc"]).iloc[0]
+    assert row["std_ratio"] == 0 and row["p_mean"] == pytest.approx(1) and 0 < row["p_std"] < 1
