@@ -141,8 +141,9 @@ def run_substudies(jobs: dict, *, workers: int, **kw) -> Iterator[tuple[object, 
 
 
 def in_processes(fn: Callable, jobs: list, workers: int) -> Iterator:
-    """fn(job) for each job, `workers` at once in processes, yielding the results as each finishes. `fn`
-    must be a module-level function and jobs picklable."""
+    """fn(job) for each job, `workers` at once in processes, each with an equal share of the cores as
+    torch's thread count, yielding the results as each finishes. `fn` must be a module-level function
+    and jobs picklable."""
     import multiprocessing
 
     # spawn: the parent may hold torch's thread pools, which a forked child must not inherit. Ctrl-C (a
@@ -150,7 +151,9 @@ def in_processes(fn: Callable, jobs: list, workers: int) -> Iterator:
     # which exec keeps, and the parent ends them; a sub-study cut short resumes from its journal.
     parent = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        pool = multiprocessing.get_context("spawn").Pool(workers)
+        # torch's default, every core, would oversubscribe the machine `workers` times
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_share_cores,
+                                                         initargs=(max(1, (os.cpu_count() or 1) // workers),))
     finally:
         signal.signal(signal.SIGINT, parent)
     try:
@@ -158,6 +161,12 @@ def in_processes(fn: Callable, jobs: list, workers: int) -> Iterator:
     finally:   # done, failed or interrupted
         pool.terminate()
         pool.join()
+
+
+def _share_cores(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _substudy_job(job: tuple) -> tuple[object, TrialsTable]:

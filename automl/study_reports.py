@@ -132,7 +132,7 @@ def versus_reference(runs: pd.DataFrame) -> pd.DataFrame:
     return against_reference(runs, ["test_acc", "val_acc", "runtime_ms", "flops"], {"intra": "proxy"})
 
 
-def write_variance_report(path, runs, summary, config_like, notes: list[str]):
+def write_variance_report(path, runs, summary, versus, config_like, notes: list[str]):
     """Fig. 8: accuracy vs cost, mean ± std (inter-run; the repeats' ConvNets proxy-trained; intra-run for
     softmax samples) per formulation, every run faint behind, the target as a line."""
     import plotly.graph_objects as go
@@ -174,12 +174,11 @@ def write_variance_report(path, runs, summary, config_like, notes: list[str]):
              "Fig. 8.</p>"]
     parts += [f"<p><i>{html.escape(n)}</i></p>" for n in notes]
     return write_page(path, f"Variance of NAS formulations toward {config_like.target_obj}",
-                      parts + [fig, "<h2>Summary</h2>", table_html(summary), *_versus_html(runs),
+                      parts + [fig, "<h2>Summary</h2>", table_html(summary), *_versus_html(versus),
                                "<h2>Runs</h2>", table_html(runs.drop(columns=["result_dir"], errors="ignore"))])
 
 
-def _versus_html(runs) -> list[str]:
-    versus = versus_reference(runs)
+def _versus_html(versus: pd.DataFrame) -> list[str]:
     if versus.empty:
         return []
     return [f"<h2>Against {html.escape(str(versus['reference'].iloc[0]))}</h2>",
@@ -219,7 +218,8 @@ def rebuild_experiment_report(folder: str | Path) -> Path:
                            target_obj=target)
     page = folder / "report.html"
     if (folder / "runs.csv").is_file():
-        return write_variance_report(page, _table(folder / "runs.csv"), _table(folder / "summary.csv"), view, [])
+        runs = _table(folder / "runs.csv")
+        return write_variance_report(page, runs, _table(folder / "summary.csv"), versus_reference(runs), view, [])
     if (folder / "grid.csv").is_file():
         config = StudyConfig.from_json(json.loads((folder / "grid" / "study.json").read_text()),
                                        check_environment=False)

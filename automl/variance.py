@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -82,9 +81,7 @@ def inter_runs(name: str, *, searcher: str, params: dict, value: dict, fields: d
         for r, job in enumerate(jobs):
             tables[r] = _repeat(**job, on_row=on_row, on_read_back=on_read_back)
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        for r, n_read, table in in_processes(_repeat_job, [(r, job, threads) for r, job in enumerate(jobs)],
-                                             workers):
+        for r, n_read, table in in_processes(_repeat_job, list(enumerate(jobs)), workers):
             if n_read and on_read_back is not None:
                 on_read_back(table.rows[:n_read])
             if on_row is not None:
@@ -113,8 +110,7 @@ def _repeat(*, searcher: str, params: dict, value: dict, fields: dict, out: Path
 
 def _repeat_job(job: tuple):
     """In a worker process: (index, how many of its table's rows --resume read back, its table)."""
-    r, kw, threads = job
-    torch.set_num_threads(threads)   # the default, every core, would oversubscribe the machine `workers` times
+    r, kw = job
     read = []   # the sub-study says what it read back, as it does to on_read_back in one process
     table = _repeat(**kw, on_read_back=read.extend)
     return r, len(read), table
@@ -183,16 +179,14 @@ def _train(done: dict[int, dict], pending: dict[int, dict], workers: int) -> lis
     if workers <= 1 or len(pending) <= 1:
         trained = {i: _proxy_row(**kw) for i, kw in pending.items()}
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        trained = dict(in_processes(_proxy_job, [(i, kw, threads) for i, kw in pending.items()], workers))
+        trained = dict(in_processes(_proxy_job, list(pending.items()), workers))
     rows = {**done, **trained}
     return [rows[i] for i in sorted(rows)]
 
 
 def _proxy_job(job: tuple) -> tuple[int, dict]:
     """In a worker process: (position, the trained ConvNet's row)."""
-    i, kw, threads = job
-    torch.set_num_threads(threads)   # as _repeat_job: the default, every core, would oversubscribe
+    i, kw = job
     return i, _proxy_row(**kw)
 
 

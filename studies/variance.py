@@ -205,7 +205,8 @@ def main(argv=None) -> int:
     write_csv(versus, paths["versus"])
     write_csv(pd.DataFrame(tuned), paths["tuned"])
     if len(runs):
-        paths["report"] = write_variance_report(out / "report.html", runs, summary, _target(plans), notes)
+        paths["report"] = write_variance_report(out / "report.html", runs, summary, versus, _target(plans),
+                                                 notes)
     print("\n" + (summary.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(summary) else "no runs"))
     if len(versus):
         print("\nagainst " + versus["reference"].iloc[0] + " (difference of means, Welch p; ratio of stds, "
